@@ -1,0 +1,365 @@
+// Package backfill owns filling new columns of existing rows: batched,
+// resumable, keyset-paginated UPDATEs in short transactions.
+//
+// Each batch first finds its upper key with an index-only walk of the key
+// (`ORDER BY key OFFSET n-1 LIMIT 1`), then updates the key range
+// (after, upper] in one statement guarded by `new IS DISTINCT FROM <up>`, and
+// moves the range's checkpoint in the same transaction. So a batch either
+// commits with its checkpoint or not at all: a crash redoes at most the batch
+// in flight, never one that committed, and the guard turns any re-run over
+// rows that are already right into a read. Row comparison on the whole key,
+// `(k1, k2) > ($1, $2)`, makes composite keys use the index like single ones.
+package backfill
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/zap"
+
+	"github.com/refit-dev/refit/migration"
+	"github.com/refit-dev/refit/state"
+)
+
+// Config tunes the backfill.
+type Config struct {
+	// BatchSize is the number of rows (keys) per batch.
+	BatchSize int `mapstructure:"batch_size" json:"batch_size"`
+	// LockTimeout bounds each batch's wait for row locks held by the application.
+	LockTimeout time.Duration `mapstructure:"lock_timeout" json:"lock_timeout"`
+	// StatementTimeout bounds each batch statement.
+	StatementTimeout time.Duration `mapstructure:"statement_timeout" json:"statement_timeout"`
+	// Sleep is a pause between batches (a simple throttle); 0 = none.
+	Sleep time.Duration `mapstructure:"sleep" json:"sleep"`
+	// MaxRetries bounds consecutive retries of one batch on lock timeouts,
+	// deadlocks and serialization failures.
+	MaxRetries int `mapstructure:"max_retries" json:"max_retries"`
+}
+
+// DefaultConfig returns the built-in defaults.
+func DefaultConfig() Config {
+	return Config{BatchSize: 5000, LockTimeout: time.Second, StatementTimeout: time.Minute, MaxRetries: 50}
+}
+
+// Validate checks the configuration.
+func (c Config) Validate() error {
+	var errs []error
+	if c.BatchSize < 1 {
+		errs = append(errs, errors.New("backfill.batch_size must be >= 1"))
+	}
+	if c.LockTimeout <= 0 {
+		errs = append(errs, errors.New("backfill.lock_timeout must be > 0"))
+	}
+	if c.StatementTimeout < 0 || c.Sleep < 0 {
+		errs = append(errs, errors.New("backfill.statement_timeout and backfill.sleep must be >= 0"))
+	}
+	if c.MaxRetries < 0 {
+		errs = append(errs, errors.New("backfill.max_retries must be >= 0"))
+	}
+	return errors.Join(errs...)
+}
+
+// Table is one table to backfill.
+type Table struct {
+	Name migration.TableName
+	Key  []migration.KeyColumn
+	Sets []migration.ColumnSet
+}
+
+// Progress is reported after every batch.
+type Progress struct {
+	Table       string
+	RowsDone    int64 // keys passed, all ranges
+	RowsUpdated int64 // rows actually changed
+	Batches     int64
+	BatchSize   int
+	BatchTime   time.Duration
+}
+
+// Backfiller runs the backfill of one job.
+type Backfiller struct {
+	pool  *pgxpool.Pool
+	cfg   Config
+	log   *zap.Logger
+	jobID int64
+	store *state.Store
+	// OnBatch, if set, is called after every committed batch.
+	OnBatch func(Progress)
+}
+
+// New returns a backfiller for a job.
+func New(pool *pgxpool.Pool, store *state.Store, jobID int64, cfg Config, log *zap.Logger) *Backfiller {
+	return &Backfiller{pool: pool, store: store, jobID: jobID, cfg: cfg, log: log.Named("backfill").With(zap.Int64("job", jobID))}
+}
+
+// EstimateRows returns the planner's row estimate, or an exact count when
+// the table was never analyzed.
+func EstimateRows(ctx context.Context, pool *pgxpool.Pool, t migration.TableName) (int64, error) {
+	var n float64
+	if err := pool.QueryRow(ctx, "SELECT reltuples FROM pg_class WHERE oid = to_regclass($1)", t.Quoted()).Scan(&n); err != nil {
+		return 0, fmt.Errorf("estimate rows of %s: %w", t, err)
+	}
+	if n >= 0 {
+		return int64(n), nil
+	}
+	var c int64
+	err := pool.QueryRow(ctx, "SELECT count(*) FROM "+t.Quoted()).Scan(&c)
+	return c, err
+}
+
+// Run backfills t to the end, resuming from the checkpoints in refit.backfill_ranges.
+func (b *Backfiller) Run(ctx context.Context, t Table) error {
+	if len(t.Key) == 0 {
+		return fmt.Errorf("backfill %s: table has no usable key", t.Name)
+	}
+	if len(t.Sets) == 0 {
+		return nil
+	}
+	tname := t.Name.String()
+	ranges, err := b.store.Ranges(ctx, b.jobID, tname)
+	if err != nil {
+		return fmt.Errorf("load checkpoints: %w", err)
+	}
+	if len(ranges) == 0 {
+		if err := b.store.CreateRanges(ctx, b.jobID, []state.Range{{Table: tname, ID: 0}}); err != nil {
+			return fmt.Errorf("create checkpoints: %w", err)
+		}
+		if ranges, err = b.store.Ranges(ctx, b.jobID, tname); err != nil {
+			return fmt.Errorf("load checkpoints: %w", err)
+		}
+	}
+	q := newQueries(t)
+	var total Progress
+	for _, r := range ranges {
+		total.RowsDone += r.RowsDone
+		total.RowsUpdated += r.RowsUpdated
+		total.Batches += r.Batches
+	}
+	total.Table = tname
+	for _, r := range ranges {
+		if r.Done {
+			continue
+		}
+		if r.After != nil {
+			b.log.Info("resuming backfill range", zap.String("table", tname), zap.Int("range", r.ID), zap.Strings("after", r.After), zap.Int64("rows_done", r.RowsDone))
+		}
+		if err := b.runRange(ctx, q, r, &total); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (b *Backfiller) runRange(ctx context.Context, q *queries, r state.Range, total *Progress) error {
+	after := r.After
+	if after == nil {
+		after = r.Lower
+	}
+	for {
+		start := time.Now()
+		var res batchResult
+		var err error
+		for attempt := 0; ; attempt++ {
+			res, err = b.batch(ctx, q, r, after)
+			if err == nil || !retryable(err) || attempt >= b.cfg.MaxRetries || ctx.Err() != nil {
+				break
+			}
+			wait := time.Duration(50+rand.IntN(200)) * time.Millisecond * time.Duration(min(attempt+1, 10))
+			b.log.Warn("backfill batch retry", zap.String("table", r.Table), zap.Int("attempt", attempt+1), zap.Error(err), zap.Duration("backoff", wait))
+			if err := sleep(ctx, wait); err != nil {
+				return err
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("backfill %s range %d after %v: %w", r.Table, r.ID, after, err)
+		}
+		total.RowsDone += res.scanned
+		total.RowsUpdated += res.updated
+		total.Batches++
+		total.BatchSize = b.cfg.BatchSize
+		total.BatchTime = time.Since(start)
+		if b.OnBatch != nil {
+			b.OnBatch(*total)
+		}
+		if res.done {
+			return nil
+		}
+		after = res.upper
+		if b.cfg.Sleep > 0 {
+			if err := sleep(ctx, b.cfg.Sleep); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+type batchResult struct {
+	upper   []string
+	scanned int64
+	updated int64
+	done    bool
+}
+
+// batch runs one batch and its checkpoint in one transaction.
+func (b *Backfiller) batch(ctx context.Context, q *queries, r state.Range, after []string) (res batchResult, err error) {
+	err = pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d; SET LOCAL statement_timeout = %d",
+			b.cfg.LockTimeout.Milliseconds(), b.cfg.StatementTimeout.Milliseconds())); err != nil {
+			return err
+		}
+		n := b.cfg.BatchSize
+		// Upper key of this batch: the n-th key after the checkpoint.
+		args := append(q.keyArgs(after), q.keyArgs(r.Upper)...)
+		upper := make([]string, len(q.key))
+		dest := make([]any, len(upper))
+		for i := range upper {
+			dest[i] = &upper[i]
+		}
+		err := tx.QueryRow(ctx, q.findUpper(after != nil, r.Upper != nil, n), args...).Scan(dest...)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			// Fewer than n keys remain: this is the range's last batch.
+			res.done = true
+			upper = r.Upper
+		case err != nil:
+			return fmt.Errorf("find batch end: %w", err)
+		default:
+			res.scanned = int64(n)
+		}
+		args = append(q.keyArgs(after), q.keyArgs(upper)...)
+		if res.done {
+			var cnt int64
+			if err := tx.QueryRow(ctx, q.count(after != nil, upper != nil), args...).Scan(&cnt); err != nil {
+				return fmt.Errorf("count last batch: %w", err)
+			}
+			res.scanned = cnt
+		}
+		tag, err := tx.Exec(ctx, q.update(after != nil, upper != nil), args...)
+		if err != nil {
+			return fmt.Errorf("update batch: %w", err)
+		}
+		res.updated = tag.RowsAffected()
+		res.upper = upper
+		var ckpt []string
+		if !res.done {
+			ckpt = upper
+		}
+		return state.AdvanceRangeTx(ctx, tx, b.jobID, r.Table, r.ID, ckpt, res.done, res.scanned, res.updated)
+	})
+	return res, err
+}
+
+// queries renders the SQL of one table's batches.
+type queries struct {
+	table string
+	key   []migration.KeyColumn
+	sets  []migration.ColumnSet
+}
+
+func newQueries(t Table) *queries {
+	return &queries{table: t.Name.Quoted(), key: t.Key, sets: t.Sets}
+}
+
+func (q *queries) keyArgs(k []string) []any {
+	out := make([]any, len(k))
+	for i, v := range k {
+		out[i] = v
+	}
+	return out
+}
+
+// keyTuple renders "(k1, k2)".
+func (q *queries) keyTuple() string {
+	cols := make([]string, len(q.key))
+	for i, k := range q.key {
+		cols[i] = migration.QuoteIdent(k.Name)
+	}
+	return "(" + strings.Join(cols, ", ") + ")"
+}
+
+// params renders "(CAST($i::text AS t1), …)" starting at $from.
+func (q *queries) params(from int) string {
+	ps := make([]string, len(q.key))
+	for i, k := range q.key {
+		ps[i] = fmt.Sprintf("CAST($%d::text AS %s)", from+i, k.Type)
+	}
+	return "(" + strings.Join(ps, ", ") + ")"
+}
+
+// bounds renders the WHERE clause for (after, upper]; parameters of after
+// come first, then those of upper.
+func (q *queries) bounds(hasAfter, hasUpper bool) string {
+	var conds []string
+	next := 1
+	if hasAfter {
+		conds = append(conds, q.keyTuple()+" > "+q.params(next))
+		next += len(q.key)
+	}
+	if hasUpper {
+		conds = append(conds, q.keyTuple()+" <= "+q.params(next))
+	}
+	if len(conds) == 0 {
+		return "true"
+	}
+	return strings.Join(conds, " AND ")
+}
+
+func (q *queries) findUpper(hasAfter, hasUpper bool, n int) string {
+	texts := make([]string, len(q.key))
+	order := make([]string, len(q.key))
+	for i, k := range q.key {
+		// Aliased: an output column named like the key would make ORDER BY
+		// sort by the text form.
+		texts[i] = fmt.Sprintf("%s::text AS refit_k%d", migration.QuoteIdent(k.Name), i)
+		order[i] = migration.QuoteIdent(k.Name)
+	}
+	return fmt.Sprintf("SELECT %s FROM %s WHERE %s ORDER BY %s OFFSET %d LIMIT 1",
+		strings.Join(texts, ", "), q.table, q.bounds(hasAfter, hasUpper), strings.Join(order, ", "), n-1)
+}
+
+func (q *queries) count(hasAfter, hasUpper bool) string {
+	return fmt.Sprintf("SELECT count(*) FROM %s WHERE %s", q.table, q.bounds(hasAfter, hasUpper))
+}
+
+// update renders the batch UPDATE. The IS DISTINCT FROM guard skips rows
+// that are already right, so re-running a range is a read, not a write.
+func (q *queries) update(hasAfter, hasUpper bool) string {
+	sets := make([]string, len(q.sets))
+	guards := make([]string, len(q.sets))
+	for i, s := range q.sets {
+		c := migration.QuoteIdent(s.Column)
+		sets[i] = fmt.Sprintf("%s = (%s)", c, s.Expr)
+		guards[i] = fmt.Sprintf("%s IS DISTINCT FROM (%s)", c, s.Expr)
+	}
+	return fmt.Sprintf("UPDATE %s SET %s WHERE %s AND (%s)", q.table, strings.Join(sets, ", "),
+		q.bounds(hasAfter, hasUpper), strings.Join(guards, " OR "))
+}
+
+func retryable(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "55P03", "40P01", "40001": // lock timeout, deadlock, serialization failure
+			return true
+		}
+	}
+	return false
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

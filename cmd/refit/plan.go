@@ -1,0 +1,110 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/refit-dev/refit/migration"
+)
+
+func newPlanCmd(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:   "plan FILE",
+		Short: "Print every statement a migration will run, with its lock and cost",
+		Long: `Print every statement refit will run for a migration, stage by stage, with the
+lock each takes and whether it scans or rewrites the table. Nothing is run.
+With --dsn (or REFIT_DSN) the migration is also validated against the database
+(tables, columns, types and expressions), still without changing anything.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, err := migration.Load(args[0])
+			if err != nil {
+				return err
+			}
+			var facts *migration.Facts
+			if a.cfg.DSN != "" {
+				pool, err := a.connect(cmd.Context())
+				if err != nil {
+					return err
+				}
+				defer pool.Close()
+				conn, err := pool.Acquire(cmd.Context())
+				if err != nil {
+					return err
+				}
+				facts, err = migration.Inspect(cmd.Context(), conn.Conn(), m)
+				conn.Release()
+				if err != nil {
+					return err
+				}
+			}
+			printPlan(a.out, m, migration.BuildPlan(m, facts), facts, a.cfg.Backfill.BatchSize, a.cfg.DDL.LockTimeout.String())
+			return nil
+		},
+	}
+}
+
+func printPlan(w io.Writer, m *migration.Migration, p *migration.Plan, facts *migration.Facts, batch int, lockTimeout string) {
+	fmt.Fprintf(w, "Migration %q (%s, sha256 %.12s…), %d operations\n", m.Name, m.File, m.Checksum, len(m.Operations))
+	if facts == nil {
+		fmt.Fprintln(w, "(not checked against a database: pass --dsn to validate tables, columns, types and expressions)")
+	}
+	fmt.Fprintf(w, "Every statement runs with lock_timeout %s and is retried with backoff when the lock is not granted.\n", lockTimeout)
+	section := func(title string, steps []migration.Step) {
+		fmt.Fprintf(w, "\n%s\n", title)
+		if len(steps) == 0 {
+			fmt.Fprintln(w, "  (nothing)")
+			return
+		}
+		for i, s := range steps {
+			tx := "own short transaction"
+			if !s.Transactional {
+				tx = "outside any transaction"
+			}
+			fmt.Fprintf(w, "  %d. [operations[%d] %s] %s\n", i+1, s.Op, s.Kind, s.Description)
+			fmt.Fprintf(w, "     %s\n", oneLine(s.SQL))
+			if len(s.Args) > 0 {
+				fmt.Fprintf(w, "     (%d parameters)\n", len(s.Args))
+			}
+			fmt.Fprintf(w, "     lock: %s · cost: %s · %s\n", s.Lock, s.Cost, tx)
+		}
+	}
+	section("Expand (before the backfill)", p.Expand)
+	fmt.Fprintf(w, "\nBackfill (batches of %d rows, each its own transaction with its checkpoint)\n", batch)
+	if len(p.Backfills) == 0 {
+		fmt.Fprintln(w, "  (nothing)")
+	}
+	for _, b := range p.Backfills {
+		var sets []string
+		for _, s := range b.Sets {
+			sets = append(sets, fmt.Sprintf("%s = (%s)", migration.QuoteIdent(s.Column), s.Expr))
+		}
+		key := "its primary key"
+		if facts != nil {
+			if tf := facts.Tables[b.Table.String()]; tf != nil {
+				var ks []string
+				for _, k := range tf.Key {
+					ks = append(ks, k.Name)
+				}
+				key = "(" + strings.Join(ks, ", ") + ")"
+			}
+		}
+		fmt.Fprintf(w, "  - UPDATE %s SET %s\n", b.Table.Quoted(), strings.Join(sets, ", "))
+		fmt.Fprintf(w, "    WHERE key in (last checkpoint, batch end] AND the new values differ; keyset on %s\n", key)
+		fmt.Fprintln(w, "    lock: ROW EXCLUSIVE plus row locks of one batch · cost: rewrites each row once, in batches")
+	}
+	section("Post-backfill (indexes, built after the data so the backfill does not maintain them)", p.PostBackfill)
+	section("Contract (after the contract gate opens; no rollback from here: fix forward)", p.Contract)
+	section("Rollback (what `refit abort` runs before contract)", p.Rollback)
+}
+
+func oneLine(s string) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > 300 {
+		return s[:300] + "…"
+	}
+	return s
+}

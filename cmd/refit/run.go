@@ -1,0 +1,172 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/spf13/cobra"
+
+	"github.com/refit-dev/refit/backfill"
+	"github.com/refit-dev/refit/ddl"
+	"github.com/refit-dev/refit/migration"
+	"github.com/refit-dev/refit/state"
+	"github.com/refit-dev/refit/worker"
+)
+
+func newRunCmd(a *app) *cobra.Command {
+	var contract string
+	cmd := &cobra.Command{
+		Use:   "run FILE",
+		Short: "Run a migration in the foreground: expand, backfill, contract",
+		Long: `Run a migration in the foreground. refit validates it against the database,
+expands the schema, backfills the new columns in batches, and contracts when
+the contract gate opens (--contract now) or stops in the window (manual).
+Re-running the same file resumes an interrupted or failed job from its
+checkpoint; an applied migration is a no-op.`,
+		Example: `  refit run examples/split_full_name.yaml --dsn postgres://app@db/app --contract now`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			var mode migration.ContractMode
+			if contract != "" {
+				var err error
+				if mode, err = migration.ParseContractMode(contract); err != nil {
+					return usageError{fmt.Errorf("--contract: %w", err)}
+				}
+			}
+			m, err := migration.Load(args[0])
+			if err != nil {
+				return err
+			}
+			pool, err := a.connect(ctx)
+			if err != nil {
+				return err
+			}
+			defer pool.Close()
+			sub, err := worker.Submit(ctx, pool, m, mode, actor("run"))
+			if err != nil {
+				return err
+			}
+			if sub.AlreadyApplied {
+				fmt.Fprintf(a.out, "migration %q is already applied (same checksum): nothing to do\n", m.Name)
+				return nil
+			}
+			if sub.Resumed {
+				fmt.Fprintf(a.out, "resuming job %d (%s) from phase %s\n", sub.Job.ID, sub.Job.Name, sub.Job.Phase)
+			} else {
+				fmt.Fprintf(a.out, "created job %d for migration %q (contract: %s)\n", sub.Job.ID, sub.Job.Name, sub.Job.ContractMode)
+			}
+			store, err := state.Open(ctx, pool)
+			if err != nil {
+				return err
+			}
+			p := newProgress(a.out)
+			outcome, err := a.runner(pool, store, p).Run(ctx, sub.Job.ID)
+			p.flush()
+			if err != nil {
+				return err
+			}
+			switch outcome {
+			case worker.OutcomeWaitingContract:
+				fmt.Fprintf(a.out, "job %d is in the window (phase syncing), waiting for the contract gate.\n"+
+					"When no application version uses the old shape any more, contract with:\n  refit run %s --contract now\n", sub.Job.ID, args[0])
+			default:
+				fmt.Fprintf(a.out, "job %d (%s): %s\n", sub.Job.ID, sub.Job.Name, outcome)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&contract, "contract", "", "contract gate: now or manual (default: the file's contract key, else manual)")
+	cmd.Flags().Int("batch-size", 0, "rows per backfill batch (backfill.batch_size)")
+	cmd.Flags().Duration("lock-timeout", 0, "lock_timeout of every DDL and batch (ddl.lock_timeout)")
+	return cmd
+}
+
+// runner builds the phase runner from the configuration.
+func (a *app) runner(pool *pgxpool.Pool, store *state.Store, p *progress) *worker.Runner {
+	r := &worker.Runner{
+		Pool:     pool,
+		Store:    store,
+		DDL:      ddl.New(pool, a.cfg.DDL, a.log),
+		Backfill: a.cfg.Backfill,
+		Log:      a.log,
+		Actor:    actor("run"),
+	}
+	if p != nil {
+		r.OnPhase = p.phase
+		r.OnBatch = p.batch
+	}
+	return r
+}
+
+func actor(cmd string) string {
+	host, err := os.Hostname()
+	if err != nil {
+		host = "unknown"
+	}
+	return fmt.Sprintf("%s@%s/%d", cmd, host, os.Getpid())
+}
+
+// progress prints phase changes and, at most once a second, a backfill line
+// with rows done/total, rows/s and ETA.
+type progress struct {
+	mu        sync.Mutex
+	w         io.Writer
+	start     time.Time
+	startRows int64
+	last      time.Time
+	lastLine  string
+	pending   bool
+}
+
+func newProgress(w io.Writer) *progress { return &progress{w: w} }
+
+func (p *progress) phase(job *state.Job, ph state.Phase) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	fmt.Fprintf(p.w, "phase %s\n", ph)
+}
+
+func (p *progress) batch(job *state.Job, b backfill.Progress) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := time.Now()
+	if p.start.IsZero() {
+		p.start, p.startRows = now, b.RowsDone-int64(b.BatchSize)
+		p.startRows = max(p.startRows, 0)
+	}
+	elapsed := now.Sub(p.start).Seconds()
+	rate := 0.0
+	if elapsed > 0 {
+		rate = float64(b.RowsDone-p.startRows) / elapsed
+	}
+	total := max(job.RowsTotal, b.RowsDone)
+	eta := "?"
+	if rate > 0 {
+		eta = (time.Duration(float64(total-b.RowsDone)/rate) * time.Second).Round(time.Second).String()
+	}
+	pct := 100.0
+	if total > 0 {
+		pct = 100 * float64(b.RowsDone) / float64(total)
+	}
+	p.lastLine = fmt.Sprintf("backfill %s: %d/%d rows (%.1f%%), %.0f rows/s, ETA %s, %d rows changed",
+		b.Table, b.RowsDone, total, pct, rate, eta, b.RowsUpdated)
+	p.pending = true
+	if now.Sub(p.last) >= time.Second {
+		fmt.Fprintln(p.w, p.lastLine)
+		p.last, p.pending = now, false
+	}
+}
+
+func (p *progress) flush() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.pending {
+		fmt.Fprintln(p.w, p.lastLine)
+		p.pending = false
+	}
+}

@@ -1,0 +1,156 @@
+// Package config owns refit's configuration: built-in defaults, then a
+// refit.yaml file, then REFIT_* environment variables, then command-line
+// flags, loaded with viper into one typed, validated Config. Only this
+// package and cmd/ touch viper; everything below takes the typed struct.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+
+	"github.com/refit-dev/refit/backfill"
+	"github.com/refit-dev/refit/ddl"
+)
+
+// Config is refit's whole configuration.
+type Config struct {
+	// DSN is the target database (also REFIT_DSN / --dsn).
+	DSN      string          `mapstructure:"dsn"`
+	DDL      ddl.Config      `mapstructure:"ddl"`
+	Backfill backfill.Config `mapstructure:"backfill"`
+	Log      Log             `mapstructure:"log"`
+}
+
+// Log configures logging.
+type Log struct {
+	Level  string `mapstructure:"level"`  // debug, info, warn, error
+	Format string `mapstructure:"format"` // console or json
+}
+
+// Default returns the built-in defaults.
+func Default() Config {
+	return Config{
+		DDL:      ddl.DefaultConfig(),
+		Backfill: backfill.DefaultConfig(),
+		Log:      Log{Level: "info", Format: "console"},
+	}
+}
+
+// Validate checks the whole configuration.
+func (c Config) Validate() error {
+	var errs []error
+	if err := c.DDL.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Backfill.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log.level %q: want debug, info, warn or error", c.Log.Level))
+	}
+	switch c.Log.Format {
+	case "console", "json":
+	default:
+		errs = append(errs, fmt.Errorf("log.format %q: want console or json", c.Log.Format))
+	}
+	return errors.Join(errs...)
+}
+
+// Load builds the Config: defaults < file < REFIT_* env < flags. file may be
+// empty, then ./refit.yaml is used if it exists. flags maps viper keys to
+// command-line flags (only flags the user set override).
+func Load(file string, flags map[string]*pflag.Flag) (Config, error) {
+	v := viper.New()
+	def := Default()
+	setDefaults(v, def)
+	v.SetEnvPrefix("REFIT")
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+	switch {
+	case file != "":
+		v.SetConfigFile(file)
+		if err := v.ReadInConfig(); err != nil {
+			return Config{}, fmt.Errorf("read config %s: %w", file, err)
+		}
+	default:
+		if _, err := os.Stat("refit.yaml"); err == nil {
+			v.SetConfigFile("refit.yaml")
+			if err := v.ReadInConfig(); err != nil {
+				return Config{}, fmt.Errorf("read config refit.yaml: %w", err)
+			}
+		}
+	}
+	for key, f := range flags {
+		if f != nil && f.Changed {
+			if err := v.BindPFlag(key, f); err != nil {
+				return Config{}, fmt.Errorf("bind flag %s: %w", f.Name, err)
+			}
+		}
+	}
+	var c Config
+	if err := v.Unmarshal(&c, func(dc *mapstructure.DecoderConfig) {
+		dc.ErrorUnused = true
+		dc.DecodeHook = mapstructure.ComposeDecodeHookFunc(mapstructure.StringToTimeDurationHookFunc())
+	}); err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	return c, nil
+}
+
+// setDefaults registers every key with its default, so that environment
+// variables are seen for keys absent from the file.
+func setDefaults(v *viper.Viper, def Config) {
+	m := map[string]any{}
+	if err := mapstructure.Decode(def, &m); err != nil {
+		panic(err) // Config is a plain struct; this cannot fail
+	}
+	var walk func(prefix string, m map[string]any)
+	walk = func(prefix string, m map[string]any) {
+		for k, val := range m {
+			key := k
+			if prefix != "" {
+				key = prefix + "." + k
+			}
+			if sub, ok := val.(map[string]any); ok {
+				walk(key, sub)
+				continue
+			}
+			v.SetDefault(key, val)
+		}
+	}
+	walk("", m)
+}
+
+// RedactDSN hides the password of a DSN (URL or key=value form) for logs.
+func RedactDSN(dsn string) string {
+	if u, err := url.Parse(dsn); err == nil && u.Scheme != "" {
+		if _, has := u.User.Password(); has {
+			u.User = url.UserPassword(u.User.Username(), "xxxxx")
+		}
+		q := u.Query()
+		if q.Has("password") {
+			q.Set("password", "xxxxx")
+			u.RawQuery = q.Encode()
+		}
+		return u.String()
+	}
+	fields := strings.Fields(dsn)
+	for i, f := range fields {
+		if strings.HasPrefix(f, "password=") {
+			fields[i] = "password=xxxxx"
+		}
+	}
+	return strings.Join(fields, " ")
+}

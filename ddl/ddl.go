@@ -1,0 +1,362 @@
+// Package ddl owns the safe execution of schema changes on a live database.
+//
+// Every statement runs with a short lock_timeout, so an application query
+// never queues behind refit's lock request for longer than that timeout:
+// PostgreSQL's lock queue is FIFO, and a waiting ACCESS EXCLUSIVE request
+// blocks every later reader of the table, so the wait itself must be short.
+// When the lock is not granted in time (SQLSTATE 55P03) or the statement is
+// chosen as a deadlock victim (40P01), the executor backs off with capped,
+// jittered, escalating sleeps and tries again, up to a total time bound. The
+// timeout is set on every connection for every attempt, including the last.
+//
+// Transactional statements run one per short transaction, together with the
+// caller's checkpoint, so each happens exactly once. Statements that cannot
+// run in a transaction (CREATE/DROP INDEX CONCURRENTLY) run in autocommit with
+// session-level timeouts; a concurrent index build that fails leaves an
+// INVALID index behind, which is dropped before the next attempt.
+package ddl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/zap"
+)
+
+// Config bounds how refit waits for locks.
+type Config struct {
+	// LockTimeout is the longest any statement of refit waits for a lock.
+	LockTimeout time.Duration `mapstructure:"lock_timeout" json:"lock_timeout"`
+	// StatementTimeout bounds short DDL statements.
+	StatementTimeout time.Duration `mapstructure:"statement_timeout" json:"statement_timeout"`
+	// LongStatementTimeout bounds scans (VALIDATE CONSTRAINT, index builds);
+	// 0 means no limit. lock_timeout still applies to their lock waits.
+	LongStatementTimeout time.Duration `mapstructure:"long_statement_timeout" json:"long_statement_timeout"`
+	// RetryInitial is the first backoff; each retry doubles it up to RetryMax.
+	RetryInitial time.Duration `mapstructure:"retry_initial" json:"retry_initial"`
+	RetryMax     time.Duration `mapstructure:"retry_max" json:"retry_max"`
+	// RetryTotal is the total time one statement may spend retrying.
+	RetryTotal time.Duration `mapstructure:"retry_total" json:"retry_total"`
+}
+
+// DefaultConfig returns the built-in defaults.
+func DefaultConfig() Config {
+	return Config{
+		LockTimeout:          time.Second,
+		StatementTimeout:     30 * time.Second,
+		LongStatementTimeout: 0,
+		RetryInitial:         200 * time.Millisecond,
+		RetryMax:             10 * time.Second,
+		RetryTotal:           10 * time.Minute,
+	}
+}
+
+// Validate checks the configuration.
+func (c Config) Validate() error {
+	var errs []error
+	if c.LockTimeout <= 0 {
+		errs = append(errs, errors.New("ddl.lock_timeout must be > 0"))
+	}
+	if c.StatementTimeout < 0 || c.LongStatementTimeout < 0 {
+		errs = append(errs, errors.New("ddl statement timeouts must be >= 0"))
+	}
+	if c.RetryInitial <= 0 || c.RetryMax < c.RetryInitial {
+		errs = append(errs, errors.New("ddl.retry_initial must be > 0 and <= ddl.retry_max"))
+	}
+	if c.RetryTotal <= 0 {
+		errs = append(errs, errors.New("ddl.retry_total must be > 0"))
+	}
+	return errors.Join(errs...)
+}
+
+// Statement is one DDL statement to run safely.
+type Statement struct {
+	SQL         string
+	Args        []any
+	Description string
+	// Transactional statements run inside BEGIN … COMMIT with SET LOCAL
+	// timeouts; the others run in autocommit (CONCURRENTLY).
+	Transactional bool
+	// LongRunning selects LongStatementTimeout instead of StatementTimeout.
+	LongRunning bool
+	// Index, when set, is the (quoted, qualified) name of the index the
+	// statement builds: a valid one means the statement already ran; an
+	// INVALID one is dropped before building.
+	Index string
+}
+
+// Executor runs statements under the safety rules.
+type Executor struct {
+	pool *pgxpool.Pool
+	cfg  Config
+	log  *zap.Logger
+
+	retries atomic.Int64
+}
+
+// New returns an executor over pool.
+func New(pool *pgxpool.Pool, cfg Config, log *zap.Logger) *Executor {
+	return &Executor{pool: pool, cfg: cfg, log: log.Named("ddl")}
+}
+
+// Retries is the number of lock-timeout/deadlock retries so far.
+func (e *Executor) Retries() int64 { return e.retries.Load() }
+
+// Config returns the executor's configuration.
+func (e *Executor) Config() Config { return e.cfg }
+
+// IsRetryable reports whether err is a lock timeout or a deadlock.
+func IsRetryable(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "55P03", "40P01": // lock_not_available, deadlock_detected
+			return true
+		}
+	}
+	return false
+}
+
+// Run executes s, retrying lock timeouts and deadlocks. For a transactional
+// statement, within (if not nil) runs in the same transaction after the
+// statement, so the statement and the caller's checkpoint commit together.
+// For the others, within runs in its own transaction after success.
+func (e *Executor) Run(ctx context.Context, s Statement, within func(context.Context, pgx.Tx) error) error {
+	log := e.log.With(zap.String("statement", s.Description))
+	start := time.Now()
+	backoff := e.cfg.RetryInitial
+	for attempt := 1; ; attempt++ {
+		var blockers *blockerReport
+		var err error
+		if s.Transactional {
+			blockers, err = e.runTx(ctx, s, within)
+		} else {
+			blockers, err = e.runAutocommit(ctx, s, within, log)
+		}
+		if err == nil {
+			if attempt > 1 {
+				log.Info("ddl succeeded after retries", zap.Int("attempts", attempt), zap.Duration("elapsed", time.Since(start)))
+			}
+			return nil
+		}
+		if !IsRetryable(err) || ctx.Err() != nil {
+			return fmt.Errorf("%s: %w", s.Description, err)
+		}
+		e.retries.Add(1)
+		sleep := backoff/2 + rand.N(backoff/2+1)
+		fields := []zap.Field{zap.Int("attempt", attempt), zap.Duration("backoff", sleep), zap.String("sqlstate", sqlState(err))}
+		if blockers != nil {
+			fields = append(fields, zap.Any("blockers", blockers.get()))
+		}
+		log.Warn("ddl lock not granted, retrying", fields...)
+		if time.Since(start)+sleep > e.cfg.RetryTotal {
+			return fmt.Errorf("%s: gave up after %d attempts in %s (ddl.retry_total %s): %w",
+				s.Description, attempt, time.Since(start).Round(time.Millisecond), e.cfg.RetryTotal, err)
+		}
+		if err := sleepCtx(ctx, sleep); err != nil {
+			return err
+		}
+		backoff = min(backoff*2, e.cfg.RetryMax)
+	}
+}
+
+func (e *Executor) statementTimeout(s Statement) time.Duration {
+	if s.LongRunning {
+		return e.cfg.LongStatementTimeout
+	}
+	return e.cfg.StatementTimeout
+}
+
+func (e *Executor) runTx(ctx context.Context, s Statement, within func(context.Context, pgx.Tx) error) (_ *blockerReport, err error) {
+	conn, err := e.pool.Acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("acquire connection: %w", err)
+	}
+	defer conn.Release()
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("begin: %w", err)
+	}
+	defer func() {
+		if rbErr := tx.Rollback(context.WithoutCancel(ctx)); rbErr != nil && !errors.Is(rbErr, pgx.ErrTxClosed) {
+			err = errors.Join(err, fmt.Errorf("rollback: %w", rbErr))
+		}
+	}()
+	if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d; SET LOCAL statement_timeout = %d",
+		e.cfg.LockTimeout.Milliseconds(), e.statementTimeout(s).Milliseconds())); err != nil {
+		return nil, fmt.Errorf("set timeouts: %w", err)
+	}
+	blockers := e.watchBlockers(ctx, conn.Conn().PgConn().PID())
+	_, err = tx.Exec(ctx, s.SQL, s.Args...)
+	blockers.stop()
+	if err != nil {
+		return blockers, err
+	}
+	if within != nil {
+		if err := within(ctx, tx); err != nil {
+			return nil, err
+		}
+	}
+	return nil, tx.Commit(ctx)
+}
+
+func (e *Executor) runAutocommit(ctx context.Context, s Statement, within func(context.Context, pgx.Tx) error, log *zap.Logger) (*blockerReport, error) {
+	conn, err := e.pool.Acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("acquire connection: %w", err)
+	}
+	// Session settings must not leak to the next user of the pooled connection.
+	defer func() {
+		if _, err := conn.Exec(context.WithoutCancel(ctx), "RESET lock_timeout; RESET statement_timeout"); err != nil {
+			conn.Conn().Close(context.WithoutCancel(ctx)) //nolint:errcheck // the connection is discarded anyway
+		}
+		conn.Release()
+	}()
+	if _, err := conn.Exec(ctx, fmt.Sprintf("SET lock_timeout = %d; SET statement_timeout = %d",
+		e.cfg.LockTimeout.Milliseconds(), e.statementTimeout(s).Milliseconds())); err != nil {
+		return nil, fmt.Errorf("set timeouts: %w", err)
+	}
+	if s.Index != "" {
+		valid, exists, err := indexState(ctx, conn.Conn(), s.Index)
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case exists && valid:
+			log.Info("index already built and valid, skipping", zap.String("index", s.Index))
+			return nil, e.finish(ctx, within)
+		case exists:
+			log.Warn("dropping invalid index left by an interrupted build", zap.String("index", s.Index))
+			if _, err := conn.Exec(ctx, "DROP INDEX CONCURRENTLY IF EXISTS "+s.Index); err != nil {
+				return nil, fmt.Errorf("drop invalid index %s: %w", s.Index, err)
+			}
+		}
+	}
+	blockers := e.watchBlockers(ctx, conn.Conn().PgConn().PID())
+	_, err = conn.Exec(ctx, s.SQL, s.Args...)
+	blockers.stop()
+	if err != nil {
+		if s.Index != "" {
+			// A failed concurrent build leaves an INVALID index: never leave it.
+			if _, dropErr := conn.Exec(context.WithoutCancel(ctx), "DROP INDEX CONCURRENTLY IF EXISTS "+s.Index); dropErr != nil {
+				err = errors.Join(err, fmt.Errorf("drop invalid index %s: %w", s.Index, dropErr))
+			}
+		}
+		return blockers, err
+	}
+	return nil, e.finish(ctx, within)
+}
+
+func (e *Executor) finish(ctx context.Context, within func(context.Context, pgx.Tx) error) error {
+	if within == nil {
+		return nil
+	}
+	return pgx.BeginFunc(ctx, e.pool, func(tx pgx.Tx) error { return within(ctx, tx) })
+}
+
+func indexState(ctx context.Context, conn *pgx.Conn, index string) (valid, exists bool, err error) {
+	err = conn.QueryRow(ctx, "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass($1)", index).Scan(&valid)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, false, nil
+	}
+	if err != nil {
+		return false, false, fmt.Errorf("check index %s: %w", index, err)
+	}
+	return valid, true, nil
+}
+
+// Blocker is a session that held a lock refit waited for.
+type Blocker struct {
+	PID      int    `json:"pid"`
+	State    string `json:"state"`
+	Query    string `json:"query"`
+	XactAge  string `json:"xact_age"`
+	AppName  string `json:"application_name"`
+	WaitEvnt string `json:"wait_event,omitempty"`
+}
+
+type blockerReport struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+	mu     sync.Mutex
+	list   []Blocker
+}
+
+func (b *blockerReport) stop() {
+	b.cancel()
+	<-b.done
+}
+
+func (b *blockerReport) get() []Blocker {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.list
+}
+
+// watchBlockers samples pg_blocking_pids(pid) from another connection while
+// the statement waits, so a lock timeout can name who held the lock.
+func (e *Executor) watchBlockers(ctx context.Context, pid uint32) *blockerReport {
+	ctx, cancel := context.WithCancel(ctx)
+	b := &blockerReport{cancel: cancel, done: make(chan struct{})}
+	delay := min(e.cfg.LockTimeout/2, 200*time.Millisecond)
+	go func() {
+		defer close(b.done)
+		t := time.NewTimer(delay)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			rows, err := e.pool.Query(ctx, `SELECT pid, coalesce(state, ''), left(coalesce(query, ''), 300),
+				coalesce((now() - xact_start)::text, ''), coalesce(application_name, ''), coalesce(wait_event, '')
+				FROM pg_stat_activity WHERE pid = ANY(pg_blocking_pids($1))`, int(pid))
+			if err != nil {
+				return
+			}
+			list, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Blocker, error) {
+				var bl Blocker
+				err := r.Scan(&bl.PID, &bl.State, &bl.Query, &bl.XactAge, &bl.AppName, &bl.WaitEvnt)
+				bl.Query = strings.Join(strings.Fields(bl.Query), " ")
+				return bl, err
+			})
+			if err == nil && len(list) > 0 {
+				b.mu.Lock()
+				b.list = list
+				b.mu.Unlock()
+			}
+			t.Reset(delay)
+		}
+	}()
+	return b
+}
+
+func sqlState(err error) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code
+	}
+	return ""
+}
+
+// Sleep waits for d or until ctx is done.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

@@ -1,0 +1,142 @@
+package migration
+
+import (
+	"bytes"
+	"fmt"
+	"reflect"
+	"sort"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// operationKinds maps an operation key to a constructor of its typed value.
+var operationKinds = map[string]func() Operation{
+	"add_column":   func() Operation { return &AddColumn{} },
+	"drop_column":  func() Operation { return &DropColumn{} },
+	"create_index": func() Operation { return &CreateIndex{} },
+	"create_enum":  func() Operation { return &CreateEnum{} },
+	"sql":          func() Operation { return &SQL{} },
+	"bulk_insert":  func() Operation { return &BulkInsert{} },
+}
+
+// Kinds lists the operation kinds refit understands, sorted.
+func Kinds() []string {
+	out := make([]string, 0, len(operationKinds))
+	for k := range operationKinds {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func decode(file string, data []byte) (*Migration, error) {
+	var doc yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&doc); err != nil {
+		return nil, &Error{File: file, Op: -1, Msg: "not valid YAML or JSON: " + err.Error()}
+	}
+	if doc.Kind != yaml.DocumentNode || len(doc.Content) != 1 || doc.Content[0].Kind != yaml.MappingNode {
+		return nil, &Error{File: file, Op: -1, Msg: "the top level must be a mapping with name and operations"}
+	}
+	root := doc.Content[0]
+	m := &Migration{File: file}
+	var opsNode *yaml.Node
+	for i := 0; i < len(root.Content); i += 2 {
+		k, v := root.Content[i], root.Content[i+1]
+		switch k.Value {
+		case "name":
+			if v.Kind != yaml.ScalarNode {
+				return nil, &Error{File: file, Op: -1, Field: "name", Line: v.Line, Msg: "must be a string"}
+			}
+			m.Name = v.Value
+		case "contract":
+			if v.Kind != yaml.ScalarNode {
+				return nil, &Error{File: file, Op: -1, Field: "contract", Line: v.Line, Msg: "must be a string"}
+			}
+			m.Contract = ContractMode(v.Value)
+		case "operations":
+			opsNode = v
+		default:
+			return nil, &Error{File: file, Op: -1, Field: k.Value, Line: k.Line, Msg: "unknown top-level field (want name, contract, operations)"}
+		}
+	}
+	if opsNode == nil {
+		return nil, &Error{File: file, Op: -1, Field: "operations", Msg: "is required"}
+	}
+	if opsNode.Kind != yaml.SequenceNode {
+		return nil, &Error{File: file, Op: -1, Field: "operations", Line: opsNode.Line, Msg: "must be a list"}
+	}
+	for i, n := range opsNode.Content {
+		op, err := decodeOperation(file, i, n)
+		if err != nil {
+			return nil, err
+		}
+		m.Operations = append(m.Operations, op)
+	}
+	return m, nil
+}
+
+func decodeOperation(file string, i int, n *yaml.Node) (Operation, error) {
+	if n.Kind != yaml.MappingNode || len(n.Content) != 2 {
+		return nil, &Error{File: file, Op: i, Line: n.Line, Msg: "each operation must be a mapping with exactly one key, the operation kind (" + strings.Join(Kinds(), ", ") + ")"}
+	}
+	kind, body := n.Content[0].Value, n.Content[1]
+	mk, ok := operationKinds[kind]
+	if !ok {
+		return nil, &Error{File: file, Op: i, Line: n.Content[0].Line, Msg: fmt.Sprintf("unknown operation %q (want one of %s)", kind, strings.Join(Kinds(), ", "))}
+	}
+	op := mk()
+	if body.Kind != yaml.MappingNode {
+		return nil, &Error{File: file, Op: i, Kind: kind, Line: body.Line, Msg: "the operation body must be a mapping"}
+	}
+	if field, line, msg := checkKnownFields(body, reflect.TypeOf(op).Elem(), ""); msg != "" {
+		return nil, &Error{File: file, Op: i, Kind: kind, Field: field, Line: line, Msg: msg}
+	}
+	if err := body.Decode(op); err != nil {
+		return nil, &Error{File: file, Op: i, Kind: kind, Line: body.Line, Msg: cleanYAMLError(err)}
+	}
+	return op, nil
+}
+
+// checkKnownFields walks a mapping node against the yaml tags of struct type t
+// and reports the first key that the struct does not declare.
+func checkKnownFields(n *yaml.Node, t reflect.Type, prefix string) (field string, line int, msg string) {
+	fields := map[string]reflect.Type{}
+	var names []string
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		name := strings.Split(f.Tag.Get("yaml"), ",")[0]
+		if name == "" || name == "-" {
+			continue
+		}
+		fields[name] = f.Type
+		names = append(names, name)
+	}
+	for i := 0; i < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		ft, ok := fields[k.Value]
+		path := k.Value
+		if prefix != "" {
+			path = prefix + "." + k.Value
+		}
+		if !ok {
+			return path, k.Line, fmt.Sprintf("unknown field (known fields: %s)", strings.Join(names, ", "))
+		}
+		for ft.Kind() == reflect.Pointer {
+			ft = ft.Elem()
+		}
+		if ft.Kind() == reflect.Struct && v.Kind == yaml.MappingNode {
+			if f, l, m := checkKnownFields(v, ft, path); m != "" {
+				return f, l, m
+			}
+		}
+	}
+	return "", 0, ""
+}
+
+func cleanYAMLError(err error) string {
+	s := err.Error()
+	s = strings.TrimPrefix(s, "yaml: unmarshal errors:\n")
+	return strings.TrimSpace(s)
+}

@@ -1,0 +1,62 @@
+package state
+
+// schemaSteps are applied in order; refit.meta.version records how many ran.
+// Never edit a released step: append a new one.
+var schemaSteps = []string{
+	`CREATE TABLE refit.jobs (
+		id               bigserial PRIMARY KEY,
+		name             text NOT NULL,
+		checksum         text NOT NULL,
+		file             text NOT NULL DEFAULT '',
+		source           bytea NOT NULL,
+		facts            jsonb NOT NULL DEFAULT '{}',
+		phase            text NOT NULL DEFAULT 'pending',
+		resume_phase     text,
+		contract_mode    text NOT NULL DEFAULT 'manual',
+		contract_open    boolean NOT NULL DEFAULT false,
+		expand_step      int NOT NULL DEFAULT 0,
+		post_step        int NOT NULL DEFAULT 0,
+		contract_step    int NOT NULL DEFAULT 0,
+		rollback_step    int NOT NULL DEFAULT 0,
+		rows_total       bigint NOT NULL DEFAULT 0,
+		settings         jsonb NOT NULL DEFAULT '{}',
+		error            text,
+		owner            text,
+		heartbeat_at     timestamptz,
+		created_at       timestamptz NOT NULL DEFAULT now(),
+		updated_at       timestamptz NOT NULL DEFAULT now(),
+		phase_started_at timestamptz NOT NULL DEFAULT now(),
+		finished_at      timestamptz
+	)`,
+	`CREATE UNIQUE INDEX jobs_live_name ON refit.jobs (name) WHERE phase NOT IN ('completed', 'aborted')`,
+	`CREATE TABLE refit.job_events (
+		id         bigserial PRIMARY KEY,
+		job_id     bigint NOT NULL REFERENCES refit.jobs (id) ON DELETE CASCADE,
+		at         timestamptz NOT NULL DEFAULT clock_timestamp(),
+		from_phase text,
+		to_phase   text NOT NULL,
+		actor      text NOT NULL,
+		message    text NOT NULL DEFAULT ''
+	)`,
+	`CREATE INDEX job_events_job ON refit.job_events (job_id, id)`,
+	`CREATE TABLE refit.backfill_ranges (
+		job_id       bigint NOT NULL REFERENCES refit.jobs (id) ON DELETE CASCADE,
+		table_name   text NOT NULL,
+		range_id     int NOT NULL,
+		lower_key    text[],
+		upper_key    text[],
+		after_key    text[],
+		done         boolean NOT NULL DEFAULT false,
+		rows_done    bigint NOT NULL DEFAULT 0,
+		rows_updated bigint NOT NULL DEFAULT 0,
+		batches      bigint NOT NULL DEFAULT 0,
+		updated_at   timestamptz NOT NULL DEFAULT now(),
+		PRIMARY KEY (job_id, table_name, range_id)
+	)`,
+	`CREATE TABLE refit.migrations (
+		name       text PRIMARY KEY,
+		checksum   text NOT NULL,
+		job_id     bigint REFERENCES refit.jobs (id) ON DELETE SET NULL,
+		applied_at timestamptz NOT NULL DEFAULT now()
+	)`,
+}

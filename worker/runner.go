@@ -1,0 +1,288 @@
+// Package worker owns running jobs: the phase machine that drives one job
+// from pending to completed (or aborted), shared by the one-shot `refit run`
+// and the daemon.
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/zap"
+
+	"github.com/refit-dev/refit/backfill"
+	"github.com/refit-dev/refit/ddl"
+	"github.com/refit-dev/refit/migration"
+	"github.com/refit-dev/refit/state"
+)
+
+// Outcome says why Run returned without error.
+type Outcome int
+
+// Outcomes of Run.
+const (
+	OutcomeCompleted       Outcome = iota // the job completed
+	OutcomeAborted                        // the job was rolled back
+	OutcomeWaitingContract                // the job is in the window, waiting for the contract gate
+	OutcomePaused                         // the job is paused by the operator
+)
+
+func (o Outcome) String() string {
+	switch o {
+	case OutcomeCompleted:
+		return "completed"
+	case OutcomeAborted:
+		return "aborted"
+	case OutcomeWaitingContract:
+		return "waiting for the contract gate"
+	case OutcomePaused:
+		return "paused"
+	}
+	return fmt.Sprintf("outcome(%d)", int(o))
+}
+
+// ErrJobBusy means another process is running the job.
+var ErrJobBusy = errors.New("the job is being run by another refit process")
+
+// Runner drives jobs through their phases.
+type Runner struct {
+	Pool     *pgxpool.Pool
+	Store    *state.Store
+	DDL      *ddl.Executor
+	Backfill backfill.Config
+	Log      *zap.Logger
+	// Actor names who makes transitions in job_events (e.g. "run@host").
+	Actor string
+	// OnPhase, if set, is called when the job enters a phase (before work).
+	OnPhase func(job *state.Job, phase state.Phase)
+	// OnBatch, if set, is called after every backfill batch.
+	OnBatch func(job *state.Job, p backfill.Progress)
+}
+
+// lockNamespace is the first key of the session advisory lock that marks a
+// job as being run ("refi").
+const lockNamespace = 0x72656669
+
+// Run drives the job until it completes, aborts, waits for the contract
+// gate, pauses, or fails. Only one process runs a job at a time: a session
+// advisory lock on the job is held for the whole run.
+func (r *Runner) Run(ctx context.Context, jobID int64) (Outcome, error) {
+	log := r.Log.Named("job").With(zap.Int64("job", jobID))
+	conn, err := r.Pool.Acquire(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("acquire lock connection: %w", err)
+	}
+	defer conn.Release()
+	var got bool
+	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1, $2)", int32(lockNamespace), int32(jobID)).Scan(&got); err != nil {
+		return 0, fmt.Errorf("lock job %d: %w", jobID, err)
+	}
+	if !got {
+		return 0, ErrJobBusy
+	}
+	defer func() {
+		if _, err := conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1, $2)", int32(lockNamespace), int32(jobID)); err != nil {
+			conn.Conn().Close(context.WithoutCancel(ctx)) //nolint:errcheck // closing releases the lock anyway
+		}
+	}()
+
+	for {
+		job, err := r.Store.Get(ctx, jobID)
+		if err != nil {
+			return 0, fmt.Errorf("load job %d: %w", jobID, err)
+		}
+		m, err := migration.Parse(job.File, job.Source)
+		if err != nil {
+			return 0, fmt.Errorf("job %d: stored migration: %w", jobID, err)
+		}
+		var facts migration.Facts
+		if err := json.Unmarshal(job.Facts, &facts); err != nil {
+			return 0, fmt.Errorf("job %d: stored facts: %w", jobID, err)
+		}
+		plan := migration.BuildPlan(m, &facts)
+		log := log.With(zap.String("migration", job.Name))
+
+		next, outcome, stop, err := r.step(ctx, log, job, plan, &facts)
+		if err != nil {
+			if ctx.Err() != nil {
+				// Interrupted (SIGINT/SIGTERM): the checkpoint is in place; resume later.
+				return 0, fmt.Errorf("interrupted in %s: %w", job.Phase, ctx.Err())
+			}
+			log.Error("job failed", zap.Stringer("phase", job.Phase), zap.Error(err))
+			if terr := r.Store.Transition(context.WithoutCancel(ctx), jobID, job.Phase, state.PhaseFailed, r.Actor, err.Error()); terr != nil {
+				return 0, errors.Join(err, terr)
+			}
+			return 0, err
+		}
+		if stop {
+			return outcome, nil
+		}
+		if next != job.Phase {
+			if err := r.Store.Transition(ctx, jobID, job.Phase, next, r.Actor, ""); err != nil {
+				return 0, err
+			}
+			log.Info("job phase changed", zap.Stringer("from", job.Phase), zap.Stringer("to", next))
+		}
+	}
+}
+
+// step does the work of the job's current phase and says where to go next.
+func (r *Runner) step(ctx context.Context, log *zap.Logger, job *state.Job, plan *migration.Plan, facts *migration.Facts) (next state.Phase, outcome Outcome, stop bool, err error) {
+	if r.OnPhase != nil && !job.Phase.Terminal() {
+		r.OnPhase(job, job.Phase)
+	}
+	switch job.Phase {
+	case state.PhasePending:
+		return state.PhaseExpanding, 0, false, nil
+
+	case state.PhaseExpanding:
+		if err := r.runSteps(ctx, log, job.ID, plan.Expand, job.ExpandStep, state.ExpandStep); err != nil {
+			return 0, 0, false, err
+		}
+		return state.PhaseBackfilling, 0, false, nil
+
+	case state.PhaseBackfilling:
+		if err := r.backfill(ctx, log, job, plan, facts); err != nil {
+			return 0, 0, false, err
+		}
+		if err := r.runSteps(ctx, log, job.ID, plan.PostBackfill, job.PostStep, state.PostStep); err != nil {
+			return 0, 0, false, err
+		}
+		return state.PhaseSyncing, 0, false, nil
+
+	case state.PhaseSyncing:
+		if job.ContractOpen || job.ContractMode == string(migration.ContractNow) {
+			return state.PhaseContracting, 0, false, nil
+		}
+		return 0, OutcomeWaitingContract, true, nil
+
+	case state.PhaseContracting:
+		if err := r.runSteps(ctx, log, job.ID, plan.Contract, job.ContractStep, state.ContractStep); err != nil {
+			return 0, 0, false, err
+		}
+		err := pgx.BeginFunc(ctx, r.Pool, func(tx pgx.Tx) error {
+			if err := state.RecordAppliedTx(ctx, tx, job.Name, job.Checksum, job.ID); err != nil {
+				return err
+			}
+			return state.TransitionTx(ctx, tx, job.ID, state.PhaseContracting, state.PhaseCompleted, r.Actor, "")
+		})
+		if err != nil {
+			return 0, 0, false, fmt.Errorf("complete job: %w", err)
+		}
+		log.Info("job phase changed", zap.Stringer("from", state.PhaseContracting), zap.Stringer("to", state.PhaseCompleted))
+		return 0, OutcomeCompleted, true, nil
+
+	case state.PhaseCompleted:
+		return 0, OutcomeCompleted, true, nil
+
+	case state.PhaseAborting:
+		if err := r.rollback(ctx, log, job, plan); err != nil {
+			return 0, 0, false, err
+		}
+		return state.PhaseAborted, 0, false, nil
+
+	case state.PhaseAborted:
+		return 0, OutcomeAborted, true, nil
+
+	case state.PhasePaused:
+		return 0, OutcomePaused, true, nil
+
+	case state.PhaseFailed:
+		if job.ResumePhase == nil {
+			return 0, 0, false, errors.New("failed job has no phase to resume")
+		}
+		log.Info("retrying failed job", zap.Stringer("resume_phase", *job.ResumePhase), zap.String("error", job.Error))
+		return *job.ResumePhase, 0, false, nil
+	}
+	return 0, 0, false, fmt.Errorf("job %d is in unknown phase %s", job.ID, job.Phase)
+}
+
+// runSteps runs steps[from:], checkpointing each one.
+func (r *Runner) runSteps(ctx context.Context, log *zap.Logger, jobID int64, steps []migration.Step, from int, col state.StepColumn) error {
+	for i := from; i < len(steps); i++ {
+		s := steps[i]
+		n := i + 1
+		log.Info("running step", zap.String("stage", string(col)), zap.Int("step", n), zap.Int("of", len(steps)), zap.String("sql", s.SQL))
+		err := r.DDL.Run(ctx, statement(s), func(ctx context.Context, tx pgx.Tx) error {
+			return state.SetStepTx(ctx, tx, jobID, col, n)
+		})
+		if err != nil {
+			return fmt.Errorf("operations[%d] (%s): %w", s.Op, s.Kind, err)
+		}
+	}
+	return nil
+}
+
+func statement(s migration.Step) ddl.Statement {
+	return ddl.Statement{SQL: s.SQL, Args: s.Args, Description: s.Description,
+		Transactional: s.Transactional, LongRunning: s.LongRunning, Index: s.Index}
+}
+
+func (r *Runner) backfill(ctx context.Context, log *zap.Logger, job *state.Job, plan *migration.Plan, facts *migration.Facts) error {
+	if len(plan.Backfills) == 0 {
+		return nil
+	}
+	var total int64
+	for _, b := range plan.Backfills {
+		n, err := backfill.EstimateRows(ctx, r.Pool, b.Table)
+		if err != nil {
+			return err
+		}
+		total += n
+	}
+	if err := r.Store.SetRowsTotal(ctx, job.ID, total); err != nil {
+		return err
+	}
+	job.RowsTotal = total
+	bf := backfill.New(r.Pool, r.Store, job.ID, r.Backfill, r.Log)
+	if r.OnBatch != nil {
+		bf.OnBatch = func(p backfill.Progress) { r.OnBatch(job, p) }
+	}
+	for _, b := range plan.Backfills {
+		tf := facts.Tables[b.Table.String()]
+		if tf == nil {
+			return fmt.Errorf("no facts recorded for table %s", b.Table)
+		}
+		start := time.Now()
+		if err := bf.Run(ctx, backfill.Table{Name: b.Table, Key: tf.Key, Sets: b.Sets}); err != nil {
+			return err
+		}
+		log.Info("table backfilled", zap.String("table", b.Table.String()), zap.Duration("elapsed", time.Since(start)))
+	}
+	return nil
+}
+
+// rollback undoes expand (and post-backfill) in reverse order. A rollback
+// step runs only if the forward step it undoes may have run: transactional
+// forward steps ran iff their checkpoint says so; a non-transactional one
+// may have run if it was the one in flight.
+func (r *Runner) rollback(ctx context.Context, log *zap.Logger, job *state.Job, plan *migration.Plan) error {
+	forward := plan.Forward()
+	done := job.ExpandStep
+	if done == len(plan.Expand) {
+		done += job.PostStep
+	}
+	for i := job.RollbackStep; i < len(plan.Rollback); i++ {
+		s := plan.Rollback[i]
+		n := i + 1
+		ran := s.Requires < done || (s.Requires == done && s.Requires < len(forward) && !forward[s.Requires].Transactional)
+		if !ran {
+			if err := pgx.BeginFunc(ctx, r.Pool, func(tx pgx.Tx) error { return state.SetStepTx(ctx, tx, job.ID, state.RollbackStep, n) }); err != nil {
+				return err
+			}
+			continue
+		}
+		log.Info("running rollback step", zap.Int("step", n), zap.Int("of", len(plan.Rollback)), zap.String("sql", s.SQL))
+		err := r.DDL.Run(ctx, statement(s), func(ctx context.Context, tx pgx.Tx) error {
+			return state.SetStepTx(ctx, tx, job.ID, state.RollbackStep, n)
+		})
+		if err != nil {
+			return fmt.Errorf("rollback of operations[%d] (%s): %w", s.Op, s.Kind, err)
+		}
+	}
+	return r.Store.ResetBackfill(ctx, job.ID)
+}

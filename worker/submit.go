@@ -1,0 +1,94 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/refit-dev/refit/migration"
+	"github.com/refit-dev/refit/state"
+)
+
+// Submission is the result of Submit.
+type Submission struct {
+	Job *state.Job
+	// AlreadyApplied is set when the migration is in refit.migrations with
+	// the same checksum: nothing to do.
+	AlreadyApplied bool
+	// Resumed is set when a live job of this migration already existed.
+	Resumed bool
+}
+
+// Submit turns a parsed migration into a job, or finds the live job of the
+// same migration to resume. It validates the migration against the database
+// before creating anything: an invalid migration changes nothing, not even
+// the refit schema. contract overrides the file's contract mode when not
+// empty.
+func Submit(ctx context.Context, pool *pgxpool.Pool, m *migration.Migration, contract migration.ContractMode, actor string) (*Submission, error) {
+	mode := contract
+	if mode == "" {
+		mode = m.Contract
+	}
+	if mode == "" {
+		mode = migration.ContractManual
+	}
+	exists, err := state.Exists(ctx, pool)
+	if err != nil {
+		return nil, fmt.Errorf("check refit schema: %w", err)
+	}
+	if exists {
+		store, err := state.Open(ctx, pool)
+		if err != nil {
+			return nil, err
+		}
+		applied, err := store.CheckApplied(ctx, m.Name, m.Checksum)
+		if err != nil {
+			return nil, err
+		}
+		if applied {
+			return &Submission{AlreadyApplied: true}, nil
+		}
+		job, err := store.LiveByName(ctx, m.Name)
+		switch {
+		case err == nil:
+			if job.Checksum != m.Checksum {
+				return nil, fmt.Errorf("job %d of migration %q runs a different version of the file (checksum %.12s…, file %.12s…): abort it or restore the file", job.ID, m.Name, job.Checksum, m.Checksum)
+			}
+			if contract != "" && string(contract) != job.ContractMode {
+				if err := store.SetContractMode(ctx, job.ID, string(contract)); err != nil {
+					return nil, err
+				}
+				job.ContractMode = string(contract)
+			}
+			return &Submission{Job: job, Resumed: true}, nil
+		case !errors.Is(err, state.ErrNotFound):
+			return nil, err
+		}
+	}
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	facts, err := migration.Inspect(ctx, conn.Conn(), m)
+	conn.Release()
+	if err != nil {
+		return nil, err
+	}
+	factsJSON, err := json.Marshal(facts)
+	if err != nil {
+		return nil, err
+	}
+	store, err := state.Open(ctx, pool)
+	if err != nil {
+		return nil, err
+	}
+	job, err := store.CreateJob(ctx, state.NewJob{Name: m.Name, Checksum: m.Checksum, File: m.File,
+		Source: m.Source, Facts: factsJSON, ContractMode: string(mode), Actor: actor})
+	if err != nil {
+		return nil, err
+	}
+	return &Submission{Job: job}, nil
+}
