@@ -320,4 +320,3 @@ func singleExpression(field, s string) error {
 }
 
 var dollarTag = regexp.MustCompile(`^\$[A-Za-z_]*\$`)
-

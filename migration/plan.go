@@ -207,7 +207,7 @@ func BuildPlan(m *Migration, facts *Facts) *Plan {
 			p.PostBackfill = append(p.PostBackfill, Step{Op: i, Kind: o.Kind(), Table: o.Table, LongRunning: true,
 				Description: fmt.Sprintf("build index %s on %s concurrently", o.Name, o.Table),
 				SQL:         b.String(), Index: idx,
-				Lock:        lockShareUpdateExcl, Cost: "scans the table (outside any transaction)"})
+				Lock: lockShareUpdateExcl, Cost: "scans the table (outside any transaction)"})
 			postRollback = append(postRollback, postStep{post: len(p.PostBackfill) - 1, step: Step{Op: i, Kind: o.Kind(), Table: o.Table,
 				Description: "drop index " + o.Name,
 				SQL:         "DROP INDEX CONCURRENTLY IF EXISTS " + idx,
@@ -240,12 +240,12 @@ func BuildPlan(m *Migration, facts *Facts) *Plan {
 				p.Expand = append(p.Expand, Step{Op: i, Kind: o.Kind(), Transactional: true, Table: o.Table,
 					Description: fmt.Sprintf("insert rows %d..%d into %s", start, end-1, o.Table),
 					SQL:         sql, Args: args,
-					Lock:        lockRowExclusive, Cost: fmt.Sprintf("inserts %d rows", end-start)})
+					Lock: lockRowExclusive, Cost: fmt.Sprintf("inserts %d rows", end-start)})
 				if del, dargs, ok := bulkDeleteSQL(o.Table, o.Rows[start:end], tf); ok {
 					rollback = append(rollback, Step{Op: i, Kind: o.Kind(), Transactional: true, Table: o.Table, Requires: len(p.Expand) - 1,
 						Description: fmt.Sprintf("delete seeded rows %d..%d from %s by key", start, end-1, o.Table),
 						SQL:         del, Args: dargs,
-						Lock:        lockRowExclusive, Cost: fmt.Sprintf("deletes up to %d rows", end-start)})
+						Lock: lockRowExclusive, Cost: fmt.Sprintf("deletes up to %d rows", end-start)})
 				}
 			}
 		}
