@@ -1,0 +1,272 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/refit-dev/refit/internal/pgtest"
+	"github.com/refit-dev/refit/internal/workload"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// refitBinary builds the real binary once per test run.
+func refitBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "refit-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "refit")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			buildErr = err
+			binPath = string(out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatalf("build refit: %v\n%s", buildErr, binPath)
+	}
+	return binPath
+}
+
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+func runRefit(t *testing.T, env []string, args ...string) result {
+	t.Helper()
+	cmd := exec.Command(refitBinary(t), args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Dir = t.TempDir()
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return result{code, out.String(), errb.String()}
+}
+
+func examplePath(t *testing.T) string {
+	t.Helper()
+	p, err := filepath.Abs("../../examples/split_full_name.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func writeFile(t *testing.T, name, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func newUsers(t *testing.T, rows int) (string, *pgxpool.Pool) {
+	t.Helper()
+	dsn := pgtest.NewDB(t)
+	pool, err := pgxpool.New(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	if err := workload.CreateUsers(context.Background(), pool, rows); err != nil {
+		t.Fatal(err)
+	}
+	return dsn, pool
+}
+
+// TestBadInput: each invalid migration exits 2 with an error naming the file,
+// the operation and the field, and changes nothing in the database (not even
+// the refit schema is created).
+func TestBadInput(t *testing.T) {
+	dsn, pool := newUsers(t, 100)
+	if _, err := pool.Exec(context.Background(), "CREATE TABLE nokey (a int, b text)"); err != nil {
+		t.Fatal(err)
+	}
+	snapshot := func() string {
+		var s string
+		err := pool.QueryRow(context.Background(), `SELECT concat_ws('|',
+			(SELECT string_agg(relname, ',' ORDER BY relname) FROM pg_class WHERE relnamespace = 'public'::regnamespace),
+			(SELECT string_agg(attrelid::regclass::text || '.' || attname, ',' ORDER BY attrelid, attnum) FROM pg_attribute
+			   WHERE attrelid IN (SELECT oid FROM pg_class WHERE relnamespace = 'public'::regnamespace) AND attnum > 0 AND NOT attisdropped),
+			(SELECT string_agg(typname, ',' ORDER BY typname) FROM pg_type WHERE typnamespace = 'public'::regnamespace),
+			(SELECT count(*) FROM pg_namespace WHERE nspname = 'refit'))`).Scan(&s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	before := snapshot()
+	cases := []struct {
+		name, body string
+		want       []string // substrings of stderr
+	}{
+		{"unknown operation", "name: x\noperations:\n  - add_colum:\n      table: users\n", []string{"operations[0]", `unknown operation "add_colum"`}},
+		{"unknown field", "name: x\noperations:\n  - add_column:\n      table: users\n      column: {name: a, type: int, nulable: true}\n", []string{"operations[0] (add_column)", `"column.nulable"`, "unknown field"}},
+		{"type rejected", "name: x\noperations:\n  - add_column:\n      table: users\n      column: {name: a, type: notatype}\n", []string{"operations[0] (add_column)", `"column.type"`, "does not exist"}},
+		{"up not one expression", "name: x\noperations:\n  - add_column:\n      table: users\n      column: {name: a, type: text}\n      up: \"full_name; DROP TABLE users\"\n", []string{"operations[0] (add_column)", `"up"`, "one SQL expression"}},
+		{"missing table", "name: x\noperations:\n  - add_column:\n      table: nope\n      column: {name: a, type: text}\n", []string{"operations[0] (add_column)", `"table"`, "does not exist"}},
+		{"missing column in up", "name: x\noperations:\n  - create_enum:\n      name: e1\n      values: [a]\n  - add_column:\n      table: users\n      column: {name: a, type: text}\n      up: upper(no_such_column)\n", []string{"operations[1] (add_column)", `"up"`, "no_such_column"}},
+		{"missing column to drop", "name: x\noperations:\n  - drop_column:\n      table: users\n      column: nope\n", []string{"operations[0] (drop_column)", `"column"`, "does not exist"}},
+		{"table without key", "name: x\noperations:\n  - add_column:\n      table: nokey\n      column: {name: c, type: text}\n      up: upper(b)\n", []string{"operations[0] (add_column)", `"table"`, "no primary key"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			file := writeFile(t, "bad.yaml", tc.body)
+			for _, cmd := range [][]string{{"run", file, "--dsn", dsn}, {"plan", file, "--dsn", dsn}} {
+				res := runRefit(t, nil, cmd...)
+				if res.code != 2 {
+					t.Fatalf("%s: exit %d, want 2\nstdout: %s\nstderr: %s", cmd[0], res.code, res.stdout, res.stderr)
+				}
+				for _, w := range append([]string{file}, tc.want...) {
+					if !strings.Contains(res.stderr, w) {
+						t.Errorf("%s: stderr lacks %q:\n%s", cmd[0], w, res.stderr)
+					}
+				}
+			}
+			if after := snapshot(); after != before {
+				t.Fatalf("the database changed:\nbefore %s\nafter  %s", before, after)
+			}
+		})
+	}
+}
+
+// TestKillDuringBackfill kills `refit run` with SIGKILL in the middle of the
+// backfill and runs it again: the second run resumes from the checkpoint
+// (no batch redone from zero) and every row ends correct.
+func TestKillDuringBackfill(t *testing.T) {
+	const rows = 100_000
+	dsn, pool := newUsers(t, rows)
+	ctx := context.Background()
+	env := []string{"REFIT_DSN=" + dsn, "REFIT_BACKFILL_SLEEP=15ms", "REFIT_BACKFILL_BATCH_SIZE=1000"}
+	cmd := exec.Command(refitBinary(t), "run", examplePath(t), "--contract", "manual")
+	cmd.Env = append(os.Environ(), env...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var done int64
+	deadline := time.Now().Add(60 * time.Second)
+	for done < 30_000 {
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			t.Fatalf("backfill did not progress; output:\n%s", out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+		_ = pool.QueryRow(ctx, "SELECT coalesce(sum(rows_done), 0)::bigint FROM refit.backfill_ranges").Scan(&done)
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+
+	var phase string
+	var after []string
+	var atKill int64
+	if err := pool.QueryRow(ctx, `SELECT j.phase, r.after_key, r.rows_done FROM refit.jobs j JOIN refit.backfill_ranges r ON r.job_id = j.id`).Scan(&phase, &after, &atKill); err != nil {
+		t.Fatal(err)
+	}
+	if phase != "backfilling" || len(after) != 1 || atKill < 30_000 || atKill >= rows {
+		t.Fatalf("after SIGKILL: phase %s, checkpoint %v, rows %d", phase, after, atKill)
+	}
+	t.Logf("killed at checkpoint id > %s (%d rows done)", after[0], atKill)
+
+	res := runRefit(t, []string{"REFIT_DSN=" + dsn}, "run", examplePath(t), "--contract", "manual")
+	if res.code != 0 {
+		t.Fatalf("resume: exit %d\n%s\n%s", res.code, res.stdout, res.stderr)
+	}
+	if !strings.Contains(res.stdout, "resuming job") || !strings.Contains(res.stderr, "resuming backfill range") || !strings.Contains(res.stderr, `"after": ["`+after[0]+`"]`) {
+		t.Fatalf("resume did not start from the checkpoint %v:\n%s\n%s", after, res.stdout, res.stderr)
+	}
+	var total, bad, n int64
+	if err := pool.QueryRow(ctx, "SELECT sum(rows_done)::bigint FROM refit.backfill_ranges").Scan(&total); err != nil {
+		t.Fatal(err)
+	}
+	if total != rows {
+		t.Fatalf("rows scanned over both runs %d, want exactly %d (a batch was redone)", total, rows)
+	}
+	if err := pool.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE first_name IS DISTINCT FROM split_part(full_name, ' ', 1)
+		OR last_name IS DISTINCT FROM substring(full_name from position(' ' in full_name) + 1)) FROM users`).Scan(&n, &bad); err != nil {
+		t.Fatal(err)
+	}
+	if n != rows || bad != 0 {
+		t.Fatalf("%d of %d rows wrong", bad, n)
+	}
+	res = runRefit(t, []string{"REFIT_DSN=" + dsn}, "run", examplePath(t), "--contract", "now")
+	if res.code != 0 || !strings.Contains(res.stdout, "completed") {
+		t.Fatalf("contract: exit %d\n%s\n%s", res.code, res.stdout, res.stderr)
+	}
+	res = runRefit(t, []string{"REFIT_DSN=" + dsn}, "run", examplePath(t))
+	if res.code != 0 || !strings.Contains(res.stdout, "already applied") {
+		t.Fatalf("re-run of an applied migration: exit %d\n%s\n%s", res.code, res.stdout, res.stderr)
+	}
+	res = runRefit(t, []string{"REFIT_DSN=" + dsn}, "status", "split_full_name", "--json")
+	var st struct {
+		Phase    string `json:"phase"`
+		RowsDone int64  `json:"rows_done"`
+	}
+	if err := json.Unmarshal([]byte(res.stdout), &st); err != nil || st.Phase != "completed" || st.RowsDone != rows {
+		t.Fatalf("status: %v %+v\n%s", err, st, res.stdout)
+	}
+	res = runRefit(t, []string{"REFIT_DSN=" + dsn}, "abort", "split_full_name")
+	if res.code == 0 || !strings.Contains(res.stderr, "fix forward") {
+		t.Fatalf("abort after contract: exit %d\n%s", res.code, res.stderr)
+	}
+}
+
+// TestPlanWithoutDatabase prints the plan offline.
+func TestPlanWithoutDatabase(t *testing.T) {
+	res := runRefit(t, []string{"REFIT_DSN="}, "plan", examplePath(t))
+	if res.code != 0 {
+		t.Fatalf("exit %d: %s", res.code, res.stderr)
+	}
+	for _, w := range []string{
+		`CREATE TYPE "user_status_enum" AS ENUM ('active', 'suspended', 'banned')`,
+		`CREATE INDEX CONCURRENTLY "idx_users_last_name" ON "users" ("last_name")`,
+		`VALIDATE CONSTRAINT`, "outside any transaction", "ACCESS EXCLUSIVE (brief)", "scans the table",
+	} {
+		if !strings.Contains(res.stdout, w) {
+			t.Errorf("plan lacks %q", w)
+		}
+	}
+}
+
+// TestSecretsNotLogged: a DSN password never appears in output.
+func TestSecretsNotLogged(t *testing.T) {
+	res := runRefit(t, nil, "status", "--dsn", "postgres://app:s3cr3t-pw@127.0.0.1:1/db?sslmode=disable&connect_timeout=1", "--log-level", "debug")
+	if res.code == 0 {
+		t.Fatal("status against a closed port succeeded")
+	}
+	if strings.Contains(res.stdout+res.stderr, "s3cr3t-pw") {
+		t.Fatalf("password leaked:\n%s%s", res.stdout, res.stderr)
+	}
+}
