@@ -92,6 +92,13 @@ type Backfiller struct {
 	store *state.Store
 	// OnBatch, if set, is called after every committed batch.
 	OnBatch func(Progress)
+	// Session, if set, prepares the backfill's dedicated connection (refit
+	// tags it with a replication origin so the sync consumer skips its
+	// writes). The connection is closed afterwards, never returned to the pool.
+	Session func(ctx context.Context, conn *pgx.Conn, rangeID int) error
+	// Throttle, if set, is called before every batch and may block until
+	// the batch may run (or return an error to stop).
+	Throttle func(ctx context.Context) error
 }
 
 // New returns a backfiller for a job.
@@ -157,17 +164,38 @@ func (b *Backfiller) Run(ctx context.Context, t Table) error {
 	return nil
 }
 
-func (b *Backfiller) runRange(ctx context.Context, q *queries, r state.Range, total *Progress) error {
+func (b *Backfiller) runRange(ctx context.Context, q *queries, r state.Range, total *Progress) (err error) {
+	pc, err := b.pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("acquire backfill connection: %w", err)
+	}
+	// Hijacked: session state (the replication origin) must not leak into the pool.
+	conn := pc.Hijack()
+	defer func() {
+		if cerr := conn.Close(context.WithoutCancel(ctx)); cerr != nil && err == nil {
+			err = fmt.Errorf("close backfill connection: %w", cerr)
+		}
+	}()
+	if b.Session != nil {
+		if err := b.Session(ctx, conn, r.ID); err != nil {
+			return err
+		}
+	}
 	after := r.After
 	if after == nil {
 		after = r.Lower
 	}
 	for {
+		if b.Throttle != nil {
+			if err := b.Throttle(ctx); err != nil {
+				return err
+			}
+		}
 		start := time.Now()
 		var res batchResult
 		var err error
 		for attempt := 0; ; attempt++ {
-			res, err = b.batch(ctx, q, r, after)
+			res, err = b.batch(ctx, conn, q, r, after)
 			if err == nil || !retryable(err) || attempt >= b.cfg.MaxRetries || ctx.Err() != nil {
 				break
 			}
@@ -208,8 +236,8 @@ type batchResult struct {
 }
 
 // batch runs one batch and its checkpoint in one transaction.
-func (b *Backfiller) batch(ctx context.Context, q *queries, r state.Range, after []string) (res batchResult, err error) {
-	err = pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error {
+func (b *Backfiller) batch(ctx context.Context, conn *pgx.Conn, q *queries, r state.Range, after []string) (res batchResult, err error) {
+	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d; SET LOCAL statement_timeout = %d",
 			b.cfg.LockTimeout.Milliseconds(), b.cfg.StatementTimeout.Milliseconds())); err != nil {
 			return err

@@ -17,15 +17,17 @@ import (
 
 	"github.com/refit-dev/refit/backfill"
 	"github.com/refit-dev/refit/ddl"
+	"github.com/refit-dev/refit/replication"
 )
 
 // Config is refit's whole configuration.
 type Config struct {
 	// DSN is the target database (also REFIT_DSN / --dsn).
-	DSN      string          `mapstructure:"dsn"`
-	DDL      ddl.Config      `mapstructure:"ddl"`
-	Backfill backfill.Config `mapstructure:"backfill"`
-	Log      Log             `mapstructure:"log"`
+	DSN         string             `mapstructure:"dsn"`
+	DDL         ddl.Config         `mapstructure:"ddl"`
+	Backfill    backfill.Config    `mapstructure:"backfill"`
+	Replication replication.Config `mapstructure:"replication"`
+	Log         Log                `mapstructure:"log"`
 }
 
 // Log configures logging.
@@ -37,9 +39,10 @@ type Log struct {
 // Default returns the built-in defaults.
 func Default() Config {
 	return Config{
-		DDL:      ddl.DefaultConfig(),
-		Backfill: backfill.DefaultConfig(),
-		Log:      Log{Level: "info", Format: "console"},
+		DDL:         ddl.DefaultConfig(),
+		Backfill:    backfill.DefaultConfig(),
+		Replication: replication.DefaultConfig(),
+		Log:         Log{Level: "info", Format: "console"},
 	}
 }
 
@@ -50,6 +53,9 @@ func (c Config) Validate() error {
 		errs = append(errs, err)
 	}
 	if err := c.Backfill.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Replication.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	switch c.Log.Level {

@@ -151,19 +151,24 @@ func (e *Executor) Run(ctx context.Context, s Statement, within func(context.Con
 		if !IsRetryable(err) || ctx.Err() != nil {
 			return fmt.Errorf("%s: %w", s.Description, err)
 		}
-		e.retries.Add(1)
 		sleep := backoff/2 + rand.N(backoff/2+1)
-		fields := []zap.Field{zap.Int("attempt", attempt), zap.Duration("backoff", sleep), zap.String("sqlstate", sqlState(err))}
+		fields := []zap.Field{zap.Int("attempt", attempt), zap.String("sqlstate", sqlState(err))}
+		var blocked []Blocker
 		if blockers != nil {
-			fields = append(fields, zap.Any("blockers", blockers.get()))
+			blocked = blockers.get()
+			fields = append(fields, zap.Any("blockers", blocked))
 		}
-		log.Warn("ddl lock not granted, retrying", fields...)
 		if time.Since(start)+sleep > e.cfg.RetryTotal {
-			return fmt.Errorf("%s: gave up after %d attempts in %s (ddl.retry_total %s): %w",
-				s.Description, attempt, time.Since(start).Round(time.Millisecond), e.cfg.RetryTotal, err)
+			// No retry happens: neither counted nor logged as one.
+			elapsed := time.Since(start).Round(time.Millisecond)
+			log.Warn("ddl gave up: lock not granted within ddl.retry_total", append(fields, zap.Duration("elapsed", elapsed))...)
+			return fmt.Errorf("%s: gave up after %d attempts in %s (ddl.retry_total %s)%s: %w",
+				s.Description, attempt, elapsed, e.cfg.RetryTotal, describeBlockers(blocked), err)
 		}
-		if err := sleepCtx(ctx, sleep); err != nil {
-			return err
+		e.retries.Add(1)
+		log.Warn("ddl lock not granted, retrying", append(fields, zap.Duration("backoff", sleep))...)
+		if cerr := sleepCtx(ctx, sleep); cerr != nil {
+			return fmt.Errorf("%s: %w (while backing off after: %v)", s.Description, cerr, err)
 		}
 		backoff = min(backoff*2, e.cfg.RetryMax)
 	}
@@ -174,6 +179,21 @@ func (e *Executor) statementTimeout(s Statement) time.Duration {
 		return e.cfg.LongStatementTimeout
 	}
 	return e.cfg.StatementTimeout
+}
+
+// setTimeouts returns the SET (scope "LOCAL" or "SESSION") statements of the
+// timeouts of s. PostgreSQL takes whole milliseconds and reads 0 as "no
+// limit", so a positive duration is rounded up, never down to 0.
+func (e *Executor) setTimeouts(scope string, s Statement) string {
+	return fmt.Sprintf("SET %s lock_timeout = %d; SET %s statement_timeout = %d",
+		scope, ceilMillis(e.cfg.LockTimeout), scope, ceilMillis(e.statementTimeout(s)))
+}
+
+func ceilMillis(d time.Duration) int64 {
+	if d <= 0 {
+		return 0
+	}
+	return int64((d + time.Millisecond - 1) / time.Millisecond)
 }
 
 func (e *Executor) runTx(ctx context.Context, s Statement, within func(context.Context, pgx.Tx) error) (_ *blockerReport, err error) {
@@ -191,8 +211,7 @@ func (e *Executor) runTx(ctx context.Context, s Statement, within func(context.C
 			err = errors.Join(err, fmt.Errorf("rollback: %w", rbErr))
 		}
 	}()
-	if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d; SET LOCAL statement_timeout = %d",
-		e.cfg.LockTimeout.Milliseconds(), e.statementTimeout(s).Milliseconds())); err != nil {
+	if _, err := tx.Exec(ctx, e.setTimeouts("LOCAL", s)); err != nil {
 		return nil, fmt.Errorf("set timeouts: %w", err)
 	}
 	blockers := e.watchBlockers(ctx, conn.Conn().PgConn().PID())
@@ -221,8 +240,7 @@ func (e *Executor) runAutocommit(ctx context.Context, s Statement, within func(c
 		}
 		conn.Release()
 	}()
-	if _, err := conn.Exec(ctx, fmt.Sprintf("SET lock_timeout = %d; SET statement_timeout = %d",
-		e.cfg.LockTimeout.Milliseconds(), e.statementTimeout(s).Milliseconds())); err != nil {
+	if _, err := conn.Exec(ctx, e.setTimeouts("SESSION", s)); err != nil {
 		return nil, fmt.Errorf("set timeouts: %w", err)
 	}
 	if s.Index != "" {
@@ -233,7 +251,7 @@ func (e *Executor) runAutocommit(ctx context.Context, s Statement, within func(c
 		switch {
 		case exists && valid:
 			log.Info("index already built and valid, skipping", zap.String("index", s.Index))
-			return nil, e.finish(ctx, within)
+			return nil, e.finish(ctx, conn.Conn(), within)
 		case exists:
 			log.Warn("dropping invalid index left by an interrupted build", zap.String("index", s.Index))
 			if _, err := conn.Exec(ctx, "DROP INDEX CONCURRENTLY IF EXISTS "+s.Index); err != nil {
@@ -246,21 +264,36 @@ func (e *Executor) runAutocommit(ctx context.Context, s Statement, within func(c
 	blockers.stop()
 	if err != nil {
 		if s.Index != "" {
-			// A failed concurrent build leaves an INVALID index: never leave it.
-			if _, dropErr := conn.Exec(context.WithoutCancel(ctx), "DROP INDEX CONCURRENTLY IF EXISTS "+s.Index); dropErr != nil {
-				err = errors.Join(err, fmt.Errorf("drop invalid index %s: %w", s.Index, dropErr))
+			// A failed concurrent build leaves an INVALID index: never leave
+			// it. Drop only an invalid one: a valid index of that name was
+			// not left by this build (it failed), so it is not ours to drop.
+			bg := context.WithoutCancel(ctx)
+			valid, exists, checkErr := indexState(bg, conn.Conn(), s.Index)
+			switch {
+			case checkErr != nil:
+				err = errors.Join(err, checkErr)
+			case exists && !valid:
+				if _, dropErr := conn.Exec(bg, "DROP INDEX CONCURRENTLY IF EXISTS "+s.Index); dropErr != nil {
+					err = errors.Join(err, fmt.Errorf("drop invalid index %s: %w", s.Index, dropErr))
+				} else {
+					log.Info("dropped the invalid index left by the failed build", zap.String("index", s.Index), zap.String("sqlstate", sqlState(err)))
+				}
 			}
 		}
 		return blockers, err
 	}
-	return nil, e.finish(ctx, within)
+	return nil, e.finish(ctx, conn.Conn(), within)
 }
 
-func (e *Executor) finish(ctx context.Context, within func(context.Context, pgx.Tx) error) error {
+// finish runs within in its own transaction on conn, the connection the
+// statement ran on (a second connection from the pool could deadlock a small
+// pool), under the same timeouts as the statements: the session settings of
+// runAutocommit are still in force.
+func (e *Executor) finish(ctx context.Context, conn *pgx.Conn, within func(context.Context, pgx.Tx) error) error {
 	if within == nil {
 		return nil
 	}
-	return pgx.BeginFunc(ctx, e.pool, func(tx pgx.Tx) error { return within(ctx, tx) })
+	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error { return within(ctx, tx) })
 }
 
 func indexState(ctx context.Context, conn *pgx.Conn, index string) (valid, exists bool, err error) {
@@ -339,6 +372,18 @@ func (e *Executor) watchBlockers(ctx context.Context, pid uint32) *blockerReport
 		}
 	}()
 	return b
+}
+
+// describeBlockers summarizes who held the lock, for the final error.
+func describeBlockers(list []Blocker) string {
+	if len(list) == 0 {
+		return ""
+	}
+	parts := make([]string, 0, len(list))
+	for _, b := range list {
+		parts = append(parts, fmt.Sprintf("pid %d (%s, transaction age %s): %.80s", b.PID, b.State, b.XactAge, b.Query))
+	}
+	return "; last blocked by " + strings.Join(parts, ", ")
 }
 
 func sqlState(err error) string {

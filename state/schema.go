@@ -59,4 +59,12 @@ var schemaSteps = []string{
 		job_id     bigint REFERENCES refit.jobs (id) ON DELETE SET NULL,
 		applied_at timestamptz NOT NULL DEFAULT now()
 	)`,
+	`ALTER TABLE refit.jobs
+		ADD COLUMN sync_confirmed_lsn  text,
+		ADD COLUMN sync_lag_bytes      bigint,
+		ADD COLUMN sync_retained_bytes bigint,
+		ADD COLUMN sync_keys_applied   bigint NOT NULL DEFAULT 0,
+		ADD COLUMN sync_last_commit_at timestamptz,
+		ADD COLUMN sync_applied_at     timestamptz,
+		ADD COLUMN throttled_by        text`,
 }

@@ -104,6 +104,8 @@ type Job struct {
 	RowsDone       int64      `json:"rows_done"`
 	RowsUpdated    int64      `json:"rows_updated"`
 	Error          string     `json:"error,omitempty"`
+	Sync           Sync       `json:"sync"`
+	ThrottledBy    string     `json:"throttled_by"`
 	Owner          string     `json:"owner,omitempty"`
 	CreatedAt      time.Time  `json:"created_at"`
 	UpdatedAt      time.Time  `json:"updated_at"`
@@ -115,7 +117,9 @@ const jobColumns = `j.id, j.name, j.checksum, j.file, j.source, j.facts, j.phase
 	j.expand_step, j.post_step, j.contract_step, j.rollback_step, j.rows_total,
 	coalesce((SELECT sum(rows_done) FROM refit.backfill_ranges r WHERE r.job_id = j.id), 0)::bigint,
 	coalesce((SELECT sum(rows_updated) FROM refit.backfill_ranges r WHERE r.job_id = j.id), 0)::bigint,
-	coalesce(j.error, ''), coalesce(j.owner, ''), j.created_at, j.updated_at, j.phase_started_at, j.finished_at`
+	coalesce(j.error, ''), coalesce(j.owner, ''), j.created_at, j.updated_at, j.phase_started_at, j.finished_at,
+	coalesce(j.sync_confirmed_lsn, ''), coalesce(j.sync_lag_bytes, 0), coalesce(j.sync_retained_bytes, 0), j.sync_keys_applied,
+	j.sync_last_commit_at, j.sync_applied_at, coalesce(j.throttled_by, '')`
 
 func scanJob(row pgx.Row) (*Job, error) {
 	var j Job
@@ -123,7 +127,9 @@ func scanJob(row pgx.Row) (*Job, error) {
 	var resume *string
 	err := row.Scan(&j.ID, &j.Name, &j.Checksum, &j.File, &j.Source, &j.Facts, &phase, &resume, &j.ContractMode, &j.ContractOpen,
 		&j.ExpandStep, &j.PostStep, &j.ContractStep, &j.RollbackStep, &j.RowsTotal, &j.RowsDone, &j.RowsUpdated,
-		&j.Error, &j.Owner, &j.CreatedAt, &j.UpdatedAt, &j.PhaseStartedAt, &j.FinishedAt)
+		&j.Error, &j.Owner, &j.CreatedAt, &j.UpdatedAt, &j.PhaseStartedAt, &j.FinishedAt,
+		&j.Sync.ConfirmedLSN, &j.Sync.LagBytes, &j.Sync.RetainedBytes, &j.Sync.KeysApplied,
+		&j.Sync.LastCommitAt, &j.Sync.AppliedAt, &j.ThrottledBy)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -132,6 +138,9 @@ func scanJob(row pgx.Row) (*Job, error) {
 	}
 	if j.Phase, err = ParsePhase(phase); err != nil {
 		return nil, err
+	}
+	if j.Sync.LastCommitAt != nil && j.Sync.AppliedAt != nil {
+		j.Sync.LagSeconds = j.Sync.AppliedAt.Sub(*j.Sync.LastCommitAt).Seconds()
 	}
 	if resume != nil {
 		p, err := ParsePhase(*resume)
@@ -405,4 +414,46 @@ func AdvanceRangeTx(ctx context.Context, tx pgx.Tx, jobID int64, table string, r
 func (s *Store) ResetBackfill(ctx context.Context, jobID int64) error {
 	_, err := s.pool.Exec(ctx, "DELETE FROM refit.backfill_ranges WHERE job_id = $1", jobID)
 	return err
+}
+
+// Sync is the replication state of a job, as last reported by its consumer.
+type Sync struct {
+	ConfirmedLSN  string     `json:"confirmed_lsn,omitempty"`
+	LagBytes      int64      `json:"lag_bytes"`      // current WAL − slot's confirmed position
+	RetainedBytes int64      `json:"retained_bytes"` // WAL the slot keeps on disk
+	KeysApplied   int64      `json:"keys_applied"`
+	LastCommitAt  *time.Time `json:"last_commit_at,omitempty"` // commit time of the last applied transaction
+	AppliedAt     *time.Time `json:"applied_at,omitempty"`     // when it was applied
+	LagSeconds    float64    `json:"lag_seconds"`              // applied_at − last_commit_at
+}
+
+// UpdateSync records the consumer's latest figures.
+func (s *Store) UpdateSync(ctx context.Context, id int64, sy Sync) error {
+	_, err := s.pool.Exec(ctx, `UPDATE refit.jobs SET sync_confirmed_lsn = $2, sync_lag_bytes = $3, sync_retained_bytes = $4,
+		sync_keys_applied = $5, sync_last_commit_at = $6, sync_applied_at = $7 WHERE id = $1`,
+		id, sy.ConfirmedLSN, sy.LagBytes, sy.RetainedBytes, sy.KeysApplied, sy.LastCommitAt, sy.AppliedAt)
+	return err
+}
+
+// SetThrottled records which signal throttles the job ("" = none).
+func (s *Store) SetThrottled(ctx context.Context, id int64, by string) error {
+	_, err := s.pool.Exec(ctx, "UPDATE refit.jobs SET throttled_by = nullif($2, '') WHERE id = $1 AND throttled_by IS DISTINCT FROM nullif($2, '')", id, by)
+	return err
+}
+
+// LiveJobIDs returns the ids of jobs that are neither completed nor aborted.
+func (s *Store) LiveJobIDs(ctx context.Context) (map[int64]bool, error) {
+	rows, err := s.pool.Query(ctx, "SELECT id FROM refit.jobs WHERE phase NOT IN ('completed', 'aborted')")
+	if err != nil {
+		return nil, err
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return nil, err
+	}
+	out := map[int64]bool{}
+	for _, id := range ids {
+		out[id] = true
+	}
+	return out, nil
 }

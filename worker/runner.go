@@ -17,6 +17,7 @@ import (
 	"github.com/refit-dev/refit/backfill"
 	"github.com/refit-dev/refit/ddl"
 	"github.com/refit-dev/refit/migration"
+	"github.com/refit-dev/refit/replication"
 	"github.com/refit-dev/refit/state"
 )
 
@@ -54,13 +55,23 @@ type Runner struct {
 	Store    *state.Store
 	DDL      *ddl.Executor
 	Backfill backfill.Config
-	Log      *zap.Logger
+	// Replication configures the sync of the window.
+	Replication replication.Config
+	Log         *zap.Logger
 	// Actor names who makes transitions in job_events (e.g. "run@host").
 	Actor string
 	// OnPhase, if set, is called when the job enters a phase (before work).
 	OnPhase func(job *state.Job, phase state.Phase)
 	// OnBatch, if set, is called after every backfill batch.
 	OnBatch func(job *state.Job, p backfill.Progress)
+	// StopAtWindow makes Run return OutcomeWaitingContract when the job is in
+	// the window and its contract gate is closed, instead of staying there to
+	// apply the stream until the gate opens.
+	StopAtWindow bool
+	// GatePoll is how often a job in the window re-reads its gate (default 1s).
+	GatePoll time.Duration
+
+	sync *syncer // the running sync of the current Run, if any
 }
 
 // lockNamespace is the first key of the session advisory lock that marks a
@@ -90,6 +101,13 @@ func (r *Runner) Run(ctx context.Context, jobID int64) (Outcome, error) {
 		}
 	}()
 
+	if r.Replication == (replication.Config{}) {
+		r.Replication = replication.DefaultConfig()
+	}
+	// The run stops if the sync consumer fails; the cause says why.
+	runCtx, failRun := context.WithCancelCause(ctx)
+	defer failRun(nil)
+	defer func() { r.sync.stop(); r.sync = nil }()
 	for {
 		job, err := r.Store.Get(ctx, jobID)
 		if err != nil {
@@ -106,11 +124,21 @@ func (r *Runner) Run(ctx context.Context, jobID int64) (Outcome, error) {
 		plan := migration.BuildPlan(m, &facts)
 		log := log.With(zap.String("migration", job.Name))
 
-		next, outcome, stop, err := r.step(ctx, log, job, plan, &facts)
+		next, outcome, stop, err := r.step(runCtx, log, job, plan, &facts, failRun)
 		if err != nil {
 			if ctx.Err() != nil {
 				// Interrupted (SIGINT/SIGTERM): the checkpoint is in place; resume later.
 				return 0, fmt.Errorf("interrupted in %s: %w", job.Phase, ctx.Err())
+			}
+			if cause := context.Cause(runCtx); cause != nil && runCtx.Err() != nil {
+				err = cause
+			}
+			r.sync.stop()
+			r.sync = nil
+			if errors.Is(err, errRetainedWAL) {
+				if derr := replication.Drop(context.WithoutCancel(ctx), r.Pool, jobID); derr != nil {
+					err = errors.Join(err, derr)
+				}
 			}
 			log.Error("job failed", zap.Stringer("phase", job.Phase), zap.Error(err))
 			if terr := r.Store.Transition(context.WithoutCancel(ctx), jobID, job.Phase, state.PhaseFailed, r.Actor, err.Error()); terr != nil {
@@ -131,7 +159,7 @@ func (r *Runner) Run(ctx context.Context, jobID int64) (Outcome, error) {
 }
 
 // step does the work of the job's current phase and says where to go next.
-func (r *Runner) step(ctx context.Context, log *zap.Logger, job *state.Job, plan *migration.Plan, facts *migration.Facts) (next state.Phase, outcome Outcome, stop bool, err error) {
+func (r *Runner) step(ctx context.Context, log *zap.Logger, job *state.Job, plan *migration.Plan, facts *migration.Facts, failRun context.CancelCauseFunc) (next state.Phase, outcome Outcome, stop bool, err error) {
 	if r.OnPhase != nil && !job.Phase.Terminal() {
 		r.OnPhase(job, job.Phase)
 	}
@@ -146,6 +174,20 @@ func (r *Runner) step(ctx context.Context, log *zap.Logger, job *state.Job, plan
 		return state.PhaseBackfilling, 0, false, nil
 
 	case state.PhaseBackfilling:
+		tgts, err := targets(plan, facts)
+		if err != nil {
+			return 0, 0, false, err
+		}
+		if len(tgts) > 0 {
+			// The slot exists before the first batch: no gap between the
+			// backfill (live rows) and the stream (everything after).
+			if err := r.prepareReplication(ctx, log, job, tgts); err != nil {
+				return 0, 0, false, err
+			}
+			if r.sync == nil {
+				r.sync = r.startSync(ctx, log, job, tgts, failRun)
+			}
+		}
 		if err := r.backfill(ctx, log, job, plan, facts); err != nil {
 			return 0, 0, false, err
 		}
@@ -155,16 +197,59 @@ func (r *Runner) step(ctx context.Context, log *zap.Logger, job *state.Job, plan
 		return state.PhaseSyncing, 0, false, nil
 
 	case state.PhaseSyncing:
-		if job.ContractOpen || job.ContractMode == string(migration.ContractNow) {
-			return state.PhaseContracting, 0, false, nil
+		tgts, err := targets(plan, facts)
+		if err != nil {
+			return 0, 0, false, err
 		}
-		return 0, OutcomeWaitingContract, true, nil
+		if len(tgts) > 0 && r.sync == nil {
+			info, err := replication.Slot(ctx, r.Pool, job.ID)
+			if err != nil {
+				return 0, 0, false, err
+			}
+			if !info.Exists {
+				log.Warn("replication slot is gone: backfilling again to cover the gap")
+				return state.PhaseBackfilling, 0, false, nil
+			}
+			r.sync = r.startSync(ctx, log, job, tgts, failRun)
+		}
+		return r.window(ctx, job)
 
 	case state.PhaseContracting:
+		tgts, err := targets(plan, facts)
+		if err != nil {
+			return 0, 0, false, err
+		}
+		if len(tgts) > 0 && job.ContractStep == 0 {
+			// Apply everything committed before the contract, then stop
+			// syncing: contract steps may drop what the up expressions read.
+			// (Once a contract step ran, the drain was done by an earlier run.)
+			info, err := replication.Slot(ctx, r.Pool, job.ID)
+			if err != nil {
+				return 0, 0, false, err
+			}
+			if !info.Exists {
+				log.Warn("replication slot is gone before contract: backfilling again to cover the gap")
+				if err := r.Store.ResetBackfill(ctx, job.ID); err != nil {
+					return 0, 0, false, err
+				}
+				return state.PhaseBackfilling, 0, false, nil
+			}
+			if r.sync == nil {
+				r.sync = r.startSync(ctx, log, job, tgts, failRun)
+			}
+			if err := r.sync.consumer.Drain(ctx); err != nil {
+				return 0, 0, false, err
+			}
+		}
+		r.sync.stop()
+		r.sync = nil
 		if err := r.runSteps(ctx, log, job.ID, plan.Contract, job.ContractStep, state.ContractStep); err != nil {
 			return 0, 0, false, err
 		}
-		err := pgx.BeginFunc(ctx, r.Pool, func(tx pgx.Tx) error {
+		if err := replication.Drop(ctx, r.Pool, job.ID); err != nil {
+			return 0, 0, false, err
+		}
+		err = pgx.BeginFunc(ctx, r.Pool, func(tx pgx.Tx) error {
 			if err := state.RecordAppliedTx(ctx, tx, job.Name, job.Checksum, job.ID); err != nil {
 				return err
 			}
@@ -180,7 +265,12 @@ func (r *Runner) step(ctx context.Context, log *zap.Logger, job *state.Job, plan
 		return 0, OutcomeCompleted, true, nil
 
 	case state.PhaseAborting:
+		r.sync.stop()
+		r.sync = nil
 		if err := r.rollback(ctx, log, job, plan); err != nil {
+			return 0, 0, false, err
+		}
+		if err := replication.Drop(ctx, r.Pool, job.ID); err != nil {
 			return 0, 0, false, err
 		}
 		return state.PhaseAborted, 0, false, nil
@@ -199,6 +289,40 @@ func (r *Runner) step(ctx context.Context, log *zap.Logger, job *state.Job, plan
 		return *job.ResumePhase, 0, false, nil
 	}
 	return 0, 0, false, fmt.Errorf("job %d is in unknown phase %s", job.ID, job.Phase)
+}
+
+// window keeps the job in the window, applying the stream, until its
+// contract gate opens or an operator moves it (abort, pause).
+func (r *Runner) window(ctx context.Context, job *state.Job) (state.Phase, Outcome, bool, error) {
+	poll := r.GatePoll
+	if poll <= 0 {
+		poll = time.Second
+	}
+	for {
+		if job.ContractOpen || job.ContractMode == string(migration.ContractNow) {
+			return state.PhaseContracting, 0, false, nil
+		}
+		if r.StopAtWindow {
+			return 0, OutcomeWaitingContract, true, nil
+		}
+		t := time.NewTimer(poll)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return 0, 0, false, ctx.Err()
+		case <-t.C:
+		}
+		cur, err := r.Store.Get(ctx, job.ID)
+		if err != nil {
+			return 0, 0, false, err
+		}
+		if cur.Phase != state.PhaseSyncing {
+			// Moved by an operator: no transition here; Run reloads the job
+			// and carries on from its new phase.
+			return state.PhaseSyncing, 0, false, nil
+		}
+		job = cur
+	}
 }
 
 // runSteps runs steps[from:], checkpointing each one.
@@ -239,6 +363,8 @@ func (r *Runner) backfill(ctx context.Context, log *zap.Logger, job *state.Job, 
 	}
 	job.RowsTotal = total
 	bf := backfill.New(r.Pool, r.Store, job.ID, r.Backfill, r.Log)
+	bf.Session = r.tagSession(job.ID)
+	bf.Throttle = r.sync.throttle
 	if r.OnBatch != nil {
 		bf.OnBatch = func(p backfill.Progress) { r.OnBatch(job, p) }
 	}

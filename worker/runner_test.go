@@ -46,7 +46,7 @@ func newRunner(t *testing.T, pool *pgxpool.Pool, log *zap.Logger) *worker.Runner
 	cfg.LockTimeout = 500 * time.Millisecond
 	bf := backfill.DefaultConfig()
 	bf.BatchSize = 2000
-	return &worker.Runner{Pool: pool, Store: store, DDL: ddl.New(pool, cfg, log), Backfill: bf, Log: log, Actor: "test"}
+	return &worker.Runner{Pool: pool, Store: store, DDL: ddl.New(pool, cfg, log), Backfill: bf, Log: log, Actor: "test", StopAtWindow: true}
 }
 
 func mustExec(t *testing.T, pool *pgxpool.Pool, sql string, args ...any) {

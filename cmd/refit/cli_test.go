@@ -167,7 +167,7 @@ func TestKillDuringBackfill(t *testing.T) {
 	dsn, pool := newUsers(t, rows)
 	ctx := context.Background()
 	env := []string{"REFIT_DSN=" + dsn, "REFIT_BACKFILL_SLEEP=15ms", "REFIT_BACKFILL_BATCH_SIZE=1000"}
-	cmd := exec.Command(refitBinary(t), "run", examplePath(t), "--contract", "manual")
+	cmd := exec.Command(refitBinary(t), "run", examplePath(t), "--contract", "manual", "--exit-at-window")
 	cmd.Env = append(os.Environ(), env...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -200,7 +200,7 @@ func TestKillDuringBackfill(t *testing.T) {
 	}
 	t.Logf("killed at checkpoint id > %s (%d rows done)", after[0], atKill)
 
-	res := runRefit(t, []string{"REFIT_DSN=" + dsn}, "run", examplePath(t), "--contract", "manual")
+	res := runRefit(t, []string{"REFIT_DSN=" + dsn}, "run", examplePath(t), "--contract", "manual", "--exit-at-window")
 	if res.code != 0 {
 		t.Fatalf("resume: exit %d\n%s\n%s", res.code, res.stdout, res.stderr)
 	}

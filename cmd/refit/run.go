@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/cobra"
+	"go.uber.org/zap"
 
 	"github.com/refit-dev/refit/backfill"
 	"github.com/refit-dev/refit/ddl"
@@ -19,14 +20,18 @@ import (
 
 func newRunCmd(a *app) *cobra.Command {
 	var contract string
+	var exitAtWindow bool
 	cmd := &cobra.Command{
 		Use:   "run FILE",
 		Short: "Run a migration in the foreground: expand, backfill, contract",
 		Long: `Run a migration in the foreground. refit validates it against the database,
-expands the schema, backfills the new columns in batches, and contracts when
-the contract gate opens (--contract now) or stops in the window (manual).
-Re-running the same file resumes an interrupted or failed job from its
-checkpoint; an applied migration is a no-op.`,
+expands the schema, creates a publication and a logical replication slot,
+backfills the new columns in batches while the stream keeps them in sync with
+every write to the old ones, and then stays in the window, applying the
+stream, until the contract gate opens: at once with --contract now, or when
+someone runs 'refit complete JOB' with --contract manual. Then it drains the
+stream and contracts. Re-running the same file resumes an interrupted or
+failed job from its checkpoint; an applied migration is a no-op.`,
 		Example: `  refit run examples/split_full_name.yaml --dsn postgres://app@db/app --contract now`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -64,8 +69,16 @@ checkpoint; an applied migration is a no-op.`,
 			if err != nil {
 				return err
 			}
+			if err := worker.Sweep(ctx, store, a.cfg.Replication, a.log); err != nil {
+				a.log.Warn("sweeping orphaned replication objects failed", zap.Error(err))
+			}
 			p := newProgress(a.out)
-			outcome, err := a.runner(pool, store, p).Run(ctx, sub.Job.ID)
+			r := a.runner(pool, store, p)
+			r.StopAtWindow = exitAtWindow
+			if sub.Job.ContractMode == string(migration.ContractManual) && !exitAtWindow {
+				fmt.Fprintf(a.out, "the job will wait in the window, keeping new columns in sync, until: refit complete %d\n", sub.Job.ID)
+			}
+			outcome, err := r.Run(ctx, sub.Job.ID)
 			p.flush()
 			if err != nil {
 				return err
@@ -73,7 +86,8 @@ checkpoint; an applied migration is a no-op.`,
 			switch outcome {
 			case worker.OutcomeWaitingContract:
 				fmt.Fprintf(a.out, "job %d is in the window (phase syncing), waiting for the contract gate.\n"+
-					"When no application version uses the old shape any more, contract with:\n  refit run %s --contract now\n", sub.Job.ID, args[0])
+					"Until a refit process runs it again its slot retains WAL. When no application version uses the old shape any more:\n"+
+					"  refit complete %d      (or: refit run %s --contract now)\n", sub.Job.ID, sub.Job.ID, args[0])
 			default:
 				fmt.Fprintf(a.out, "job %d (%s): %s\n", sub.Job.ID, sub.Job.Name, outcome)
 			}
@@ -81,6 +95,7 @@ checkpoint; an applied migration is a no-op.`,
 		},
 	}
 	cmd.Flags().StringVar(&contract, "contract", "", "contract gate: now or manual (default: the file's contract key, else manual)")
+	cmd.Flags().BoolVar(&exitAtWindow, "exit-at-window", false, "exit once the job is in the window instead of staying to sync until 'refit complete'")
 	cmd.Flags().Int("batch-size", 0, "rows per backfill batch (backfill.batch_size)")
 	cmd.Flags().Duration("lock-timeout", 0, "lock_timeout of every DDL and batch (ddl.lock_timeout)")
 	return cmd
@@ -89,12 +104,13 @@ checkpoint; an applied migration is a no-op.`,
 // runner builds the phase runner from the configuration.
 func (a *app) runner(pool *pgxpool.Pool, store *state.Store, p *progress) *worker.Runner {
 	r := &worker.Runner{
-		Pool:     pool,
-		Store:    store,
-		DDL:      ddl.New(pool, a.cfg.DDL, a.log),
-		Backfill: a.cfg.Backfill,
-		Log:      a.log,
-		Actor:    actor("run"),
+		Pool:        pool,
+		Store:       store,
+		DDL:         ddl.New(pool, a.cfg.DDL, a.log),
+		Backfill:    a.cfg.Backfill,
+		Replication: a.cfg.Replication,
+		Log:         a.log,
+		Actor:       actor("run"),
 	}
 	if p != nil {
 		r.OnPhase = p.phase

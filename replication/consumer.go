@@ -1,0 +1,566 @@
+package replication
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/zap"
+
+	"github.com/refit-dev/refit/migration"
+)
+
+// Target is one table kept in sync: its key and its derived columns.
+type Target struct {
+	Table migration.TableName // schema-qualified
+	Key   []migration.KeyColumn
+	Sets  []migration.ColumnSet
+}
+
+// Stats are the consumer's counters.
+type Stats struct {
+	ConfirmedLSN   pglogrepl.LSN
+	KeysApplied    int64
+	TxApplied      int64 // application transactions whose keys were applied
+	TxSkipped      int64 // refit's own transactions, skipped by origin
+	LastCommitTime time.Time
+	LastAppliedAt  time.Time
+	// Lags are commit→applied delays of recent transactions (bounded ring).
+	Lags []time.Duration
+}
+
+// Consumer streams the job's slot and applies dirty keys.
+type Consumer struct {
+	pool    *pgxpool.Pool
+	jobID   int64
+	cfg     Config
+	log     *zap.Logger
+	targets map[string]*Target // by "schema.table"
+	// OnStatus, if set, is called after each position report (about once a
+	// StatusInterval) with the current stats.
+	OnStatus func(Stats)
+
+	mu      sync.Mutex
+	stats   Stats
+	lagRing []time.Duration
+	lagNext int
+	drains  map[string]chan error // nonce → done
+}
+
+const lagRingSize = 100_000
+
+// NewConsumer returns a consumer of the job's slot.
+func NewConsumer(pool *pgxpool.Pool, jobID int64, targets []Target, cfg Config, log *zap.Logger) *Consumer {
+	c := &Consumer{pool: pool, jobID: jobID, cfg: cfg, log: log.Named("sync").With(zap.Int64("job", jobID)),
+		targets: map[string]*Target{}, drains: map[string]chan error{}}
+	for i := range targets {
+		t := targets[i]
+		c.targets[t.Table.String()] = &t
+	}
+	return c
+}
+
+// Stats returns a snapshot of the counters.
+func (c *Consumer) Stats() Stats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.stats
+	s.Lags = append([]time.Duration(nil), c.lagRing...)
+	return s
+}
+
+func (c *Consumer) sentinelPrefix() string { return fmt.Sprintf("refit_sentinel_%d", c.jobID) }
+
+// Drain waits until every change committed before the call is applied: it
+// emits a transactional logical message (a sentinel) from an autocommit
+// connection and waits for the consumer to reach it and apply everything
+// pending. Run must be running.
+func (c *Consumer) Drain(ctx context.Context) error {
+	nb := make([]byte, 8)
+	if _, err := rand.Read(nb); err != nil {
+		return err
+	}
+	nonce := hex.EncodeToString(nb)
+	done := make(chan error, 1)
+	c.mu.Lock()
+	c.drains[nonce] = done
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.drains, nonce)
+		c.mu.Unlock()
+	}()
+	start := time.Now()
+	// Transactional, in autocommit with synchronous_commit on: its commit
+	// flushes WAL, so the walsender can send it at once.
+	var lsn string
+	if err := c.pool.QueryRow(ctx, "SELECT pg_logical_emit_message(true, $1, $2)::text", c.sentinelPrefix(), nonce).Scan(&lsn); err != nil {
+		return fmt.Errorf("emit sentinel: %w", err)
+	}
+	t := time.NewTimer(c.cfg.DrainTimeout)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		if err == nil {
+			c.log.Info("stream drained", zap.String("sentinel_lsn", lsn), zap.Duration("took", time.Since(start)))
+		}
+		return err
+	case <-t.C:
+		return fmt.Errorf("drain: the sentinel at %s was not applied within %s (replication.drain_timeout)", lsn, c.cfg.DrainTimeout)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// relation is what the consumer knows of a relation id.
+type relation struct {
+	target *Target
+	keyIdx []int // positions of the key columns in the tuple
+}
+
+// txn is the transaction being received.
+type txn struct {
+	active     bool
+	ours       bool
+	commitTime time.Time
+	keys       map[*Target]map[string][]string
+	sentinels  []string // nonces seen in this transaction
+}
+
+// loop state, owned by Run's goroutine.
+type loopState struct {
+	conn        *pgconn.PgConn
+	relations   map[uint32]*relation
+	cur         txn
+	pending     map[*Target]map[string][]string
+	nPending    int
+	firstAt     time.Time
+	pendCommits []time.Time
+	pendEnd     pglogrepl.LSN // end LSN of the last transaction whose keys are pending
+	confirmed   pglogrepl.LSN
+	lastStatus  time.Time
+	reached     []string // sentinel nonces reached, waiting for the apply
+	apply       *pgxpool.Conn
+}
+
+// Run consumes the slot until ctx is done or an error occurs. It resumes
+// from the slot's confirmed position (never from IDENTIFY_SYSTEM's).
+func (c *Consumer) Run(ctx context.Context) (err error) {
+	apply, err := c.pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("acquire apply connection: %w", err)
+	}
+	defer apply.Release()
+	if err := c.tagOrigin(ctx, apply, "apply"); err != nil {
+		return err
+	}
+	defer func() {
+		if _, rerr := apply.Exec(context.WithoutCancel(ctx), "SELECT pg_replication_origin_session_reset()"); rerr != nil {
+			apply.Conn().Close(context.WithoutCancel(ctx)) //nolint:errcheck // discard the connection
+		}
+	}()
+
+	cfg := c.pool.Config().ConnConfig.Config.Copy()
+	if cfg.RuntimeParams == nil {
+		cfg.RuntimeParams = map[string]string{}
+	}
+	cfg.RuntimeParams["replication"] = "database"
+	cfg.RuntimeParams["application_name"] = "refit-sync"
+	conn, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("open replication connection: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	err = pglogrepl.StartReplication(ctx, conn, SlotName(c.jobID), 0, pglogrepl.StartReplicationOptions{
+		PluginArgs: []string{"proto_version '1'", fmt.Sprintf("publication_names '%s'", PublicationName(c.jobID)), "messages 'true'"},
+	})
+	if err != nil {
+		return fmt.Errorf("start replication on %s: %w", SlotName(c.jobID), err)
+	}
+	c.log.Info("sync consumer started", zap.String("slot", SlotName(c.jobID)))
+	st := &loopState{conn: conn, relations: map[uint32]*relation{}, pending: map[*Target]map[string][]string{}, apply: apply, lastStatus: time.Now()}
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		wait := c.cfg.StatusInterval - time.Since(st.lastStatus)
+		if st.nPending > 0 {
+			wait = min(wait, c.cfg.FlushInterval-time.Since(st.firstAt))
+		}
+		if c.drainPending() {
+			// On PG16+ the walsender can miss its wake-up unless the client
+			// reports often while it waits for something specific.
+			wait = min(wait, 50*time.Millisecond)
+		}
+		if wait > 0 {
+			rctx, cancel := context.WithTimeout(ctx, wait)
+			msg, rerr := conn.ReceiveMessage(rctx)
+			cancel()
+			if rerr != nil && !pgconn.Timeout(rerr) {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				return fmt.Errorf("receive: %w", rerr)
+			}
+			if rerr == nil {
+				if err := c.handle(ctx, st, msg); err != nil {
+					return err
+				}
+			}
+		}
+		if st.nPending > 0 && (st.nPending >= c.cfg.MaxPendingKeys || time.Since(st.firstAt) >= c.cfg.FlushInterval || len(st.reached) > 0) {
+			if err := c.flush(ctx, st); err != nil {
+				return err
+			}
+		}
+		if len(st.reached) > 0 && st.nPending == 0 {
+			c.finishDrains(st)
+		}
+		if time.Since(st.lastStatus) >= c.cfg.StatusInterval || (c.drainPending() && time.Since(st.lastStatus) >= 50*time.Millisecond) {
+			if err := c.sendStatus(ctx, st, false); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (c *Consumer) drainPending() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.drains) > 0
+}
+
+func (c *Consumer) finishDrains(st *loopState) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, n := range st.reached {
+		if ch, ok := c.drains[n]; ok {
+			ch <- nil
+		}
+		// A nonce nobody waits for is a late sentinel of an abandoned drain.
+	}
+	st.reached = nil
+}
+
+// tagOrigin marks a session's writes with a refit replication origin so the
+// consumer skips them. Without the privilege (superuser or an explicit
+// GRANT on pg_replication_origin_session_setup) refit runs untagged: its
+// writes then come back as dirty keys whose apply is a no-op thanks to the
+// IS DISTINCT FROM guard.
+func (c *Consumer) tagOrigin(ctx context.Context, conn *pgxpool.Conn, role string) error {
+	return TagSession(ctx, conn.Conn(), OriginName(c.jobID, role), c.log)
+}
+
+// TagSession sets up a replication origin on a session (see Consumer).
+func TagSession(ctx context.Context, conn *pgx.Conn, origin string, log *zap.Logger) error {
+	if err := EnsureOrigin(ctx, conn, origin); err != nil {
+		if isPrivilegeError(err) {
+			log.Warn("cannot tag refit's writes with a replication origin (no privilege); they will be re-applied as no-ops", zap.Error(err))
+			return nil
+		}
+		return fmt.Errorf("create replication origin %s: %w", origin, err)
+	}
+	if _, err := conn.Exec(ctx, "SELECT pg_replication_origin_session_setup($1)", origin); err != nil {
+		if isPrivilegeError(err) {
+			log.Warn("cannot tag refit's writes with a replication origin (no privilege); they will be re-applied as no-ops", zap.Error(err))
+			return nil
+		}
+		return fmt.Errorf("set up replication origin %s: %w", origin, err)
+	}
+	return nil
+}
+
+func isPrivilegeError(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "42501"
+}
+
+func (c *Consumer) handle(ctx context.Context, st *loopState, msg pgproto3.BackendMessage) error {
+	switch m := msg.(type) {
+	case *pgproto3.ErrorResponse:
+		return fmt.Errorf("replication stream: %w", pgconn.ErrorResponseToPgError(m))
+	case *pgproto3.CopyData:
+		if len(m.Data) == 0 {
+			return nil
+		}
+		switch m.Data[0] {
+		case pglogrepl.PrimaryKeepaliveMessageByteID:
+			ka, err := pglogrepl.ParsePrimaryKeepaliveMessage(m.Data[1:])
+			if err != nil {
+				return fmt.Errorf("parse keepalive: %w", err)
+			}
+			// Everything up to the server's sent position has been received;
+			// with nothing open or pending it is all applied, so confirm it:
+			// this is what keeps an idle slot from retaining WAL.
+			if !st.cur.active && st.nPending == 0 && ka.ServerWALEnd > st.confirmed {
+				st.confirmed = ka.ServerWALEnd
+			}
+			if ka.ReplyRequested {
+				return c.sendStatus(ctx, st, false)
+			}
+		case pglogrepl.XLogDataByteID:
+			xld, err := pglogrepl.ParseXLogData(m.Data[1:])
+			if err != nil {
+				return fmt.Errorf("parse xlogdata: %w", err)
+			}
+			return c.decode(st, xld)
+		}
+	}
+	return nil
+}
+
+func (c *Consumer) decode(st *loopState, xld pglogrepl.XLogData) error {
+	lm, err := pglogrepl.Parse(xld.WALData)
+	if err != nil {
+		return fmt.Errorf("parse logical message: %w", err)
+	}
+	switch m := lm.(type) {
+	case *pglogrepl.RelationMessage:
+		// Replaced on every new one: DDL in the window changes column lists.
+		t := c.targets[migration.TableName{Schema: m.Namespace, Name: m.RelationName}.String()]
+		rel := &relation{target: t}
+		if t != nil {
+			for _, k := range t.Key {
+				idx := -1
+				for i, col := range m.Columns {
+					if col.Name == k.Name {
+						idx = i
+					}
+				}
+				if idx < 0 {
+					return fmt.Errorf("relation %s.%s in the stream has no key column %q", m.Namespace, m.RelationName, k.Name)
+				}
+				rel.keyIdx = append(rel.keyIdx, idx)
+			}
+		}
+		st.relations[m.RelationID] = rel
+	case *pglogrepl.BeginMessage:
+		st.cur = txn{active: true, commitTime: m.CommitTime}
+	case *pglogrepl.OriginMessage:
+		if IsRefitOrigin(m.Name) {
+			st.cur.ours = true
+		}
+	case *pglogrepl.InsertMessage:
+		return c.dirty(st, m.RelationID, m.Tuple, nil)
+	case *pglogrepl.UpdateMessage:
+		return c.dirty(st, m.RelationID, m.NewTuple, m.OldTuple)
+	case *pglogrepl.LogicalDecodingMessage:
+		if m.Prefix == c.sentinelPrefix() {
+			if m.Transactional && st.cur.active {
+				st.cur.sentinels = append(st.cur.sentinels, string(m.Content))
+			} else {
+				st.reached = append(st.reached, string(m.Content))
+			}
+		}
+	case *pglogrepl.CommitMessage:
+		cur := st.cur
+		st.cur = txn{}
+		if cur.ours {
+			c.mu.Lock()
+			c.stats.TxSkipped++
+			c.mu.Unlock()
+		}
+		if len(cur.keys) > 0 && !cur.ours {
+			if st.nPending == 0 {
+				st.firstAt = time.Now()
+			}
+			for t, ks := range cur.keys {
+				p := st.pending[t]
+				if p == nil {
+					p = map[string][]string{}
+					st.pending[t] = p
+				}
+				for id, k := range ks {
+					if _, dup := p[id]; !dup {
+						p[id] = k
+						st.nPending++
+					}
+				}
+			}
+			st.pendCommits = append(st.pendCommits, cur.commitTime)
+			st.pendEnd = m.TransactionEndLSN
+		} else if st.nPending == 0 {
+			// Nothing of ours is waiting: this transaction needs no apply.
+			st.confirmed = max(st.confirmed, m.TransactionEndLSN)
+		} else {
+			st.pendEnd = m.TransactionEndLSN
+		}
+		st.reached = append(st.reached, cur.sentinels...)
+	}
+	return nil
+}
+
+// dirty records the key of an inserted or updated row. Values are never
+// taken from the message beyond the key.
+func (c *Consumer) dirty(st *loopState, relID uint32, tuple, old *pglogrepl.TupleData) error {
+	if st.cur.ours {
+		return nil
+	}
+	rel := st.relations[relID]
+	if rel == nil {
+		return fmt.Errorf("change for unknown relation id %d (no relation message)", relID)
+	}
+	if rel.target == nil || tuple == nil {
+		return nil
+	}
+	key := make([]string, len(rel.keyIdx))
+	for i, idx := range rel.keyIdx {
+		col := tuple.Columns[idx]
+		if col.DataType != pglogrepl.TupleDataTypeText && old != nil && idx < len(old.Columns) {
+			col = old.Columns[idx]
+		}
+		if col.DataType != pglogrepl.TupleDataTypeText {
+			return fmt.Errorf("change in %s without a readable key column %q (type %q)", rel.target.Table, rel.target.Key[i].Name, col.DataType)
+		}
+		key[i] = string(col.Data)
+	}
+	if st.cur.keys == nil {
+		st.cur.keys = map[*Target]map[string][]string{}
+	}
+	m := st.cur.keys[rel.target]
+	if m == nil {
+		m = map[string][]string{}
+		st.cur.keys[rel.target] = m
+	}
+	m[strings.Join(key, "\x00")] = key
+	return nil
+}
+
+// flush applies every pending key in one transaction, then confirms the end
+// of the last transaction those keys came from.
+func (c *Consumer) flush(ctx context.Context, st *loopState) error {
+	for attempt := 0; ; attempt++ {
+		err := c.applyPending(ctx, st)
+		if err == nil {
+			break
+		}
+		if !retryable(err) || attempt >= 20 || ctx.Err() != nil {
+			return fmt.Errorf("apply dirty keys: %w", err)
+		}
+		c.log.Warn("sync apply retry", zap.Int("attempt", attempt+1), zap.Error(err))
+		if err := sleep(ctx, time.Duration(20*(attempt+1))*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	now := time.Now()
+	c.mu.Lock()
+	c.stats.KeysApplied += int64(st.nPending)
+	c.stats.TxApplied += int64(len(st.pendCommits))
+	for _, ct := range st.pendCommits {
+		c.recordLag(now.Sub(ct))
+		if ct.After(c.stats.LastCommitTime) {
+			c.stats.LastCommitTime = ct
+		}
+	}
+	c.stats.LastAppliedAt = now
+	c.mu.Unlock()
+	st.confirmed = max(st.confirmed, st.pendEnd)
+	st.pending = map[*Target]map[string][]string{}
+	st.nPending = 0
+	st.pendCommits = st.pendCommits[:0]
+	return nil
+}
+
+func (c *Consumer) recordLag(d time.Duration) {
+	if len(c.lagRing) < lagRingSize {
+		c.lagRing = append(c.lagRing, d)
+		return
+	}
+	c.lagRing[c.lagNext] = d
+	c.lagNext = (c.lagNext + 1) % lagRingSize
+}
+
+func (c *Consumer) applyPending(ctx context.Context, st *loopState) error {
+	return pgx.BeginFunc(ctx, st.apply, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", c.cfg.ApplyLockTimeout.Milliseconds())); err != nil {
+			return err
+		}
+		for t, keys := range st.pending {
+			ids := make([]string, 0, len(keys))
+			for id := range keys {
+				ids = append(ids, id)
+			}
+			sort.Strings(ids) // a stable lock order against the backfill
+			cols := make([][]string, len(t.Key))
+			for _, id := range ids {
+				for i, v := range keys[id] {
+					cols[i] = append(cols[i], v)
+				}
+			}
+			args := make([]any, len(cols))
+			for i := range cols {
+				args[i] = cols[i]
+			}
+			if _, err := tx.Exec(ctx, ApplySQL(t), args...); err != nil {
+				return fmt.Errorf("apply %d keys to %s: %w", len(ids), t.Table, err)
+			}
+		}
+		return nil
+	})
+}
+
+// ApplySQL renders the apply statement of a target: recompute the derived
+// columns of the given keys from the live rows, skipping rows already right.
+func ApplySQL(t *Target) string {
+	keyCols := make([]string, len(t.Key))
+	casts := make([]string, len(t.Key))
+	params := make([]string, len(t.Key))
+	aliases := make([]string, len(t.Key))
+	for i, k := range t.Key {
+		keyCols[i] = migration.QuoteIdent(k.Name)
+		aliases[i] = fmt.Sprintf("k%d", i)
+		casts[i] = fmt.Sprintf("CAST(u.k%d AS %s)", i, k.Type)
+		params[i] = fmt.Sprintf("$%d::text[]", i+1)
+	}
+	sets := make([]string, len(t.Sets))
+	guards := make([]string, len(t.Sets))
+	for i, s := range t.Sets {
+		c := migration.QuoteIdent(s.Column)
+		sets[i] = fmt.Sprintf("%s = (%s)", c, s.Expr)
+		guards[i] = fmt.Sprintf("%s IS DISTINCT FROM (%s)", c, s.Expr)
+	}
+	return fmt.Sprintf("UPDATE %s SET %s WHERE (%s) IN (SELECT %s FROM unnest(%s) AS u(%s)) AND (%s)",
+		t.Table.Quoted(), strings.Join(sets, ", "), strings.Join(keyCols, ", "), strings.Join(casts, ", "),
+		strings.Join(params, ", "), strings.Join(aliases, ", "), strings.Join(guards, " OR "))
+}
+
+func (c *Consumer) sendStatus(ctx context.Context, st *loopState, reply bool) error {
+	err := pglogrepl.SendStandbyStatusUpdate(ctx, st.conn, pglogrepl.StandbyStatusUpdate{
+		WALWritePosition: st.confirmed, WALFlushPosition: st.confirmed, WALApplyPosition: st.confirmed,
+		ClientTime: time.Now(), ReplyRequested: reply,
+	})
+	if err != nil {
+		return fmt.Errorf("send standby status: %w", err)
+	}
+	st.lastStatus = time.Now()
+	c.mu.Lock()
+	c.stats.ConfirmedLSN = st.confirmed
+	s := c.stats
+	c.mu.Unlock()
+	if c.OnStatus != nil {
+		c.OnStatus(s)
+	}
+	return nil
+}
+
+func retryable(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "55P03", "40P01", "40001":
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,363 @@
+// Package replication owns the logical-replication side of a job: the
+// publication and the permanent pgoutput slot created before the backfill,
+// the consumer that keeps new columns in sync with writes to the old ones
+// during the window, the sentinel drain before contract, and the cleanup of
+// slots, publications and replication origins.
+//
+// Why no triggers: the application's writes pay nothing extra. Every
+// INSERT/UPDATE in the stream only marks its key dirty; dirty keys are
+// applied by recomputing the new columns from the live row,
+//
+//	UPDATE t SET new = <up> WHERE key = ANY(keys) AND new IS DISTINCT FROM <up>
+//
+// which is idempotent, order-insensitive and converges, and never needs a row
+// image from the message (unchanged TOAST values arrive without data).
+//
+// Why there is no gap: the slot is created before the backfill starts. The
+// backfill reads live rows, so everything committed before the slot's
+// consistent point is covered by it; everything after arrives in the stream.
+// refit's own writes (backfill and apply) carry a replication origin named
+// refit_*, and the consumer skips transactions with such an origin, so there
+// is no feedback loop; the IS DISTINCT FROM guard makes any that slip through
+// no-ops.
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/refit-dev/refit/migration"
+)
+
+// Config tunes replication.
+type Config struct {
+	// SlotCreateTimeout bounds the wait for open transactions when creating
+	// the slot (statement_timeout does not stop that wait).
+	SlotCreateTimeout time.Duration `mapstructure:"slot_create_timeout" json:"slot_create_timeout"`
+	// StatusInterval is how often the consumer reports its position.
+	StatusInterval time.Duration `mapstructure:"status_interval" json:"status_interval"`
+	// FlushInterval is the longest a dirty key waits before it is applied.
+	FlushInterval time.Duration `mapstructure:"flush_interval" json:"flush_interval"`
+	// MaxPendingKeys forces an apply when that many keys are dirty.
+	MaxPendingKeys int `mapstructure:"max_pending_keys" json:"max_pending_keys"`
+	// DrainTimeout bounds the wait for the sentinel before contract.
+	DrainTimeout time.Duration `mapstructure:"drain_timeout" json:"drain_timeout"`
+	// MaxRetainedWAL pauses the backfill while the job's slot retains more
+	// WAL than this (bytes; 0 = off).
+	MaxRetainedWAL int64 `mapstructure:"max_retained_wal" json:"max_retained_wal"`
+	// FailRetainedWAL fails the job and drops its slot past this (bytes; 0 =
+	// off), so an abandoned job can never fill the disk.
+	FailRetainedWAL int64 `mapstructure:"fail_retained_wal" json:"fail_retained_wal"`
+	// ApplyLockTimeout bounds the apply transaction's waits for row locks.
+	ApplyLockTimeout time.Duration `mapstructure:"apply_lock_timeout" json:"apply_lock_timeout"`
+}
+
+// DefaultConfig returns the built-in defaults.
+func DefaultConfig() Config {
+	return Config{
+		SlotCreateTimeout: 30 * time.Second,
+		StatusInterval:    time.Second,
+		FlushInterval:     20 * time.Millisecond,
+		MaxPendingKeys:    5000,
+		DrainTimeout:      time.Minute,
+		MaxRetainedWAL:    1 << 30,  // 1 GiB
+		FailRetainedWAL:   16 << 30, // 16 GiB
+		ApplyLockTimeout:  time.Second,
+	}
+}
+
+// Validate checks the configuration.
+func (c Config) Validate() error {
+	var errs []error
+	if c.SlotCreateTimeout <= 0 || c.StatusInterval <= 0 || c.FlushInterval <= 0 || c.DrainTimeout <= 0 || c.ApplyLockTimeout <= 0 {
+		errs = append(errs, errors.New("replication timeouts and intervals must be > 0"))
+	}
+	if c.MaxPendingKeys < 1 {
+		errs = append(errs, errors.New("replication.max_pending_keys must be >= 1"))
+	}
+	if c.MaxRetainedWAL < 0 || c.FailRetainedWAL < 0 {
+		errs = append(errs, errors.New("replication retained WAL limits must be >= 0"))
+	}
+	if c.FailRetainedWAL > 0 && c.MaxRetainedWAL > c.FailRetainedWAL {
+		errs = append(errs, errors.New("replication.max_retained_wal must be <= replication.fail_retained_wal"))
+	}
+	return errors.Join(errs...)
+}
+
+// Names of a job's replication objects.
+const (
+	objectPrefix = "refit_job_"
+	originPrefix = "refit_"
+)
+
+// SlotName is the job's slot (and publication) name.
+func SlotName(jobID int64) string { return fmt.Sprintf("%s%d", objectPrefix, jobID) }
+
+// PublicationName is the job's publication.
+func PublicationName(jobID int64) string { return SlotName(jobID) }
+
+// OriginName names the replication origin of one of the job's sessions.
+func OriginName(jobID int64, role string) string {
+	return fmt.Sprintf("%sj%d_%s", originPrefix, jobID, role)
+}
+
+// IsRefitOrigin reports whether a replication origin belongs to refit.
+func IsRefitOrigin(name string) bool { return strings.HasPrefix(name, originPrefix) }
+
+// Querier is what the setup functions need from a pool or connection.
+type Querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+// CheckRequirements verifies, up front, what logical replication needs and
+// says exactly what to change.
+func CheckRequirements(ctx context.Context, q Querier) error {
+	var walLevel string
+	var version, maxSlots, usedSlots, maxSenders, usedSenders int
+	var canReplicate bool
+	err := q.QueryRow(ctx, `SELECT current_setting('wal_level'), current_setting('server_version_num')::int,
+		current_setting('max_replication_slots')::int, (SELECT count(*) FROM pg_replication_slots)::int,
+		current_setting('max_wal_senders')::int, (SELECT count(*) FROM pg_stat_replication)::int,
+		(SELECT rolsuper OR rolreplication FROM pg_roles WHERE rolname = current_user)`).
+		Scan(&walLevel, &version, &maxSlots, &usedSlots, &maxSenders, &usedSenders, &canReplicate)
+	if err != nil {
+		return fmt.Errorf("check replication settings: %w", err)
+	}
+	var problems []string
+	if walLevel != "logical" {
+		problems = append(problems, fmt.Sprintf("wal_level is %q: set wal_level = logical in postgresql.conf (or ALTER SYSTEM SET wal_level = logical) and restart PostgreSQL", walLevel))
+	}
+	if version < 140000 {
+		problems = append(problems, fmt.Sprintf("PostgreSQL %d.%d: refit needs 14 or newer (logical decoding messages for the contract drain)", version/10000, version%10000/100))
+	}
+	if usedSlots >= maxSlots {
+		problems = append(problems, fmt.Sprintf("all %d replication slots are in use: raise max_replication_slots (restart) or drop unused slots (SELECT slot_name, active FROM pg_replication_slots)", maxSlots))
+	}
+	if usedSenders >= maxSenders {
+		problems = append(problems, fmt.Sprintf("all %d WAL senders are in use: raise max_wal_senders (restart)", maxSenders))
+	}
+	if !canReplicate {
+		problems = append(problems, "the refit role has no REPLICATION privilege: ALTER ROLE <refit role> REPLICATION")
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("logical replication is not available:\n  - %s", strings.Join(problems, "\n  - "))
+	}
+	return nil
+}
+
+// CheckReplicaIdentity refuses tables whose UPDATEs would fail once they
+// join an update-publishing publication (no primary key and no replica
+// identity index): the application's writes would break, not refit's.
+func CheckReplicaIdentity(ctx context.Context, q Querier, tables []migration.TableName) error {
+	for _, t := range tables {
+		var ident string
+		var hasPK bool
+		err := q.QueryRow(ctx, `SELECT c.relreplident::text, EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)
+			FROM pg_class c WHERE c.oid = to_regclass($1)`, t.Quoted()).Scan(&ident, &hasPK)
+		if err != nil {
+			return fmt.Errorf("replica identity of %s: %w", t, err)
+		}
+		switch {
+		case ident == "n", ident == "d" && !hasPK:
+			return fmt.Errorf("table %s has no replica identity: its UPDATEs would fail once it is published. "+
+				"Run ALTER TABLE %s REPLICA IDENTITY USING INDEX <unique index on NOT NULL columns> first", t, t.Quoted())
+		}
+	}
+	return nil
+}
+
+// PublicationExists reports whether the job's publication exists.
+func PublicationExists(ctx context.Context, q Querier, jobID int64) (bool, error) {
+	var ok bool
+	err := q.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)", PublicationName(jobID)).Scan(&ok)
+	return ok, err
+}
+
+// PublicationSQL is the statement creating the job's publication. Only
+// inserts and updates matter: a deleted row needs no new columns.
+func PublicationSQL(jobID int64, tables []migration.TableName) string {
+	names := make([]string, len(tables))
+	for i, t := range tables {
+		names[i] = t.Quoted()
+	}
+	return fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s WITH (publish = 'insert, update')",
+		pgx.Identifier{PublicationName(jobID)}.Sanitize(), strings.Join(names, ", "))
+}
+
+// SlotInfo describes the job's slot.
+type SlotInfo struct {
+	Exists        bool
+	Active        bool
+	ConfirmedLSN  string
+	RetainedBytes int64 // pg_current_wal_lsn() - restart_lsn
+	LagBytes      int64 // pg_current_wal_lsn() - confirmed_flush_lsn
+}
+
+// Slot reads the job's slot.
+func Slot(ctx context.Context, q Querier, jobID int64) (SlotInfo, error) {
+	var s SlotInfo
+	err := q.QueryRow(ctx, `SELECT active, coalesce(confirmed_flush_lsn::text, ''),
+		coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn), 0)::bigint,
+		coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn), 0)::bigint
+		FROM pg_replication_slots WHERE slot_name = $1`, SlotName(jobID)).Scan(&s.Active, &s.ConfirmedLSN, &s.RetainedBytes, &s.LagBytes)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return SlotInfo{}, nil
+	}
+	if err != nil {
+		return SlotInfo{}, fmt.Errorf("read slot %s: %w", SlotName(jobID), err)
+	}
+	s.Exists = true
+	return s, nil
+}
+
+// Blocker is a transaction that holds an xid and so delays slot creation.
+type Blocker struct {
+	PID      int
+	Age      string
+	State    string
+	Query    string
+	Prepared string // GID for a prepared transaction
+}
+
+func (b Blocker) String() string {
+	if b.Prepared != "" {
+		return fmt.Sprintf("prepared transaction %q (age %s): COMMIT PREPARED or ROLLBACK PREPARED it", b.Prepared, b.Age)
+	}
+	return fmt.Sprintf("pid %d (%s, transaction age %s): %s", b.PID, b.State, b.Age, b.Query)
+}
+
+// SlotBlockers lists the transactions a new logical slot must wait for:
+// every transaction holding an xid, including prepared ones.
+func SlotBlockers(ctx context.Context, q Querier) ([]Blocker, error) {
+	rows, err := q.Query(ctx, `
+		SELECT pid, coalesce((now() - xact_start)::text, ''), coalesce(state, ''), left(coalesce(query, ''), 200), ''
+		FROM pg_stat_activity WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()
+		UNION ALL
+		SELECT 0, (now() - prepared)::text, 'prepared', '', gid FROM pg_prepared_xacts`)
+	if err != nil {
+		return nil, fmt.Errorf("list open transactions: %w", err)
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Blocker, error) {
+		var b Blocker
+		err := r.Scan(&b.PID, &b.Age, &b.State, &b.Query, &b.Prepared)
+		b.Query = strings.Join(strings.Fields(b.Query), " ")
+		return b, err
+	})
+}
+
+// EnsureSlot creates the job's permanent pgoutput slot unless it exists and
+// reports whether it created it. Creating a logical slot waits for every
+// transaction that holds an xid; statement_timeout does not end that wait,
+// so it is bounded here: prepared transactions are refused at once (they
+// may never end), and the wait for others is cancelled after timeout with
+// the list of what was still open.
+func EnsureSlot(ctx context.Context, pool *pgxpool.Pool, jobID int64, timeout time.Duration) (created bool, err error) {
+	info, err := Slot(ctx, pool, jobID)
+	if err != nil {
+		return false, err
+	}
+	if info.Exists {
+		return false, nil
+	}
+	blockers, err := SlotBlockers(ctx, pool)
+	if err != nil {
+		return false, err
+	}
+	for _, b := range blockers {
+		if b.Prepared != "" {
+			return false, fmt.Errorf("cannot create replication slot: %s", b)
+		}
+	}
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	_, err = pool.Exec(cctx, "SELECT pg_create_logical_replication_slot($1, 'pgoutput')", SlotName(jobID))
+	if err != nil {
+		if cctx.Err() != nil && ctx.Err() == nil {
+			still, lerr := SlotBlockers(ctx, pool)
+			msgs := make([]string, len(still))
+			for i, b := range still {
+				msgs[i] = b.String()
+			}
+			return false, errors.Join(fmt.Errorf("creating replication slot %s waited %s for open transactions to finish (replication.slot_create_timeout); still open:\n  %s",
+				SlotName(jobID), timeout, strings.Join(msgs, "\n  ")), lerr)
+		}
+		return false, fmt.Errorf("create replication slot %s: %w", SlotName(jobID), err)
+	}
+	return true, nil
+}
+
+// EnsureOrigin creates a replication origin if it does not exist.
+func EnsureOrigin(ctx context.Context, q Querier, name string) error {
+	_, err := q.Exec(ctx, `SELECT pg_replication_origin_create($1) WHERE NOT EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = $1)`, name)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "23505" { // created concurrently
+		return nil
+	}
+	return err
+}
+
+// Drop removes the job's slot, publication and replication origins. It is
+// idempotent; an active slot's walsender is terminated first.
+func Drop(ctx context.Context, q Querier, jobID int64) error {
+	var errs []error
+	if _, err := q.Exec(ctx, `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL`, SlotName(jobID)); err != nil {
+		errs = append(errs, fmt.Errorf("stop walsender of %s: %w", SlotName(jobID), err))
+	}
+	// The terminated walsender releases the slot asynchronously.
+	for i := 0; i < 50; i++ {
+		_, err := q.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`, SlotName(jobID))
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "55006" { // object_in_use
+			if serr := sleep(ctx, 100*time.Millisecond); serr != nil {
+				return serr
+			}
+			continue
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("drop slot %s: %w", SlotName(jobID), err))
+		}
+		break
+	}
+	if _, err := q.Exec(ctx, "DROP PUBLICATION IF EXISTS "+pgx.Identifier{PublicationName(jobID)}.Sanitize()); err != nil {
+		errs = append(errs, fmt.Errorf("drop publication: %w", err))
+	}
+	if _, err := q.Exec(ctx, `SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname LIKE $1`,
+		fmt.Sprintf("%sj%d\\_%%", originPrefix, jobID)); err != nil {
+		errs = append(errs, fmt.Errorf("drop replication origins: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// Orphans lists job ids that own refit_* slots, publications or origins.
+func Orphans(ctx context.Context, q Querier) ([]int64, error) {
+	rows, err := q.Query(ctx, `
+		SELECT DISTINCT substring(name from '^refit_job_([0-9]+)$')::bigint FROM (
+			SELECT slot_name::text AS name FROM pg_replication_slots WHERE database = current_database()
+			UNION ALL SELECT pubname::text FROM pg_publication
+			UNION ALL SELECT 'refit_job_' || substring(roname from '^refit_j([0-9]+)_') FROM pg_replication_origin
+		) o WHERE name ~ '^refit_job_[0-9]+$'`)
+	if err != nil {
+		return nil, fmt.Errorf("list refit replication objects: %w", err)
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[int64])
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

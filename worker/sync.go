@@ -1,0 +1,237 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"go.uber.org/zap"
+
+	"github.com/refit-dev/refit/migration"
+	"github.com/refit-dev/refit/replication"
+	"github.com/refit-dev/refit/state"
+)
+
+// errRetainedWAL marks a job failed because its slot retained too much WAL;
+// the slot is dropped with it, so the disk cannot fill.
+var errRetainedWAL = errors.New("replication slot retains too much WAL")
+
+// syncer is the running sync of one job: the consumer and a monitor that
+// persists its figures and watches the slot's retained WAL.
+type syncer struct {
+	consumer *replication.Consumer
+	cancel   context.CancelFunc
+	done     chan struct{}
+	err      atomic.Pointer[error]
+	// throttled is set while the slot retains more than MaxRetainedWAL.
+	throttled atomic.Bool
+	once      sync.Once
+}
+
+// targets returns the tables the job keeps in sync (those it backfills).
+func targets(plan *migration.Plan, facts *migration.Facts) ([]replication.Target, error) {
+	var out []replication.Target
+	for _, b := range plan.Backfills {
+		tf := facts.Tables[b.Table.String()]
+		if tf == nil {
+			return nil, fmt.Errorf("no facts recorded for table %s", b.Table)
+		}
+		out = append(out, replication.Target{Table: tf.Name, Key: tf.Key, Sets: b.Sets})
+	}
+	return out, nil
+}
+
+// prepareReplication creates the publication and the slot before the
+// backfill. If the slot had to be (re)created while the job already had
+// backfill progress, that progress no longer covers the gap, so the
+// backfill starts over (cheaply: rows already right are only read).
+func (r *Runner) prepareReplication(ctx context.Context, log *zap.Logger, job *state.Job, tgts []replication.Target) error {
+	if err := replication.CheckRequirements(ctx, r.Pool); err != nil {
+		return err
+	}
+	tables := make([]migration.TableName, len(tgts))
+	for i, t := range tgts {
+		tables[i] = t.Table
+	}
+	if err := replication.CheckReplicaIdentity(ctx, r.Pool, tables); err != nil {
+		return err
+	}
+	exists, err := replication.PublicationExists(ctx, r.Pool, job.ID)
+	if err != nil {
+		return err
+	}
+	if !exists {
+		if err := r.DDL.Run(ctx, statement(migration.Step{SQL: replication.PublicationSQL(job.ID, tables), Transactional: true,
+			Description: "create publication " + replication.PublicationName(job.ID)}), nil); err != nil {
+			return err
+		}
+	}
+	created, err := replication.EnsureSlot(ctx, r.Pool, job.ID, r.Replication.SlotCreateTimeout)
+	if err != nil {
+		return err
+	}
+	if created {
+		log.Info("replication slot created", zap.String("slot", replication.SlotName(job.ID)))
+		if job.RowsDone > 0 {
+			log.Warn("slot was recreated: backfill starts over to cover the gap", zap.Int64("rows_done", job.RowsDone))
+			if err := r.Store.ResetBackfill(ctx, job.ID); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// startSync starts the consumer and the monitor. failRun is called with the
+// consumer's error if it stops by itself.
+func (r *Runner) startSync(ctx context.Context, log *zap.Logger, job *state.Job, tgts []replication.Target, failRun context.CancelCauseFunc) *syncer {
+	ctx, cancel := context.WithCancel(ctx)
+	s := &syncer{cancel: cancel, done: make(chan struct{})}
+	s.consumer = replication.NewConsumer(r.Pool, job.ID, tgts, r.Replication, r.Log)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		if err := s.consumer.Run(ctx); err != nil && ctx.Err() == nil {
+			err = fmt.Errorf("sync consumer: %w", err)
+			s.err.Store(&err)
+			failRun(err)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		r.monitor(ctx, log, job.ID, s, failRun)
+	}()
+	go func() { wg.Wait(); close(s.done) }()
+	return s
+}
+
+// stop stops the consumer and the monitor and waits for them.
+func (s *syncer) stop() {
+	if s == nil {
+		return
+	}
+	s.once.Do(func() {
+		s.cancel()
+		<-s.done
+	})
+}
+
+// monitor persists the sync figures and enforces the retained-WAL limits.
+func (r *Runner) monitor(ctx context.Context, log *zap.Logger, jobID int64, s *syncer, failRun context.CancelCauseFunc) {
+	t := time.NewTicker(r.Replication.StatusInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		info, err := replication.Slot(ctx, r.Pool, jobID)
+		if err != nil || !info.Exists {
+			continue
+		}
+		st := s.consumer.Stats()
+		sy := state.Sync{ConfirmedLSN: st.ConfirmedLSN.String(), LagBytes: info.LagBytes, RetainedBytes: info.RetainedBytes, KeysApplied: st.KeysApplied}
+		if !st.LastCommitTime.IsZero() {
+			lc, ap := st.LastCommitTime, st.LastAppliedAt
+			sy.LastCommitAt, sy.AppliedAt = &lc, &ap
+		}
+		if err := r.Store.UpdateSync(ctx, jobID, sy); err != nil && ctx.Err() == nil {
+			log.Warn("could not record sync status", zap.Error(err))
+		}
+		switch {
+		case r.Replication.FailRetainedWAL > 0 && info.RetainedBytes > r.Replication.FailRetainedWAL:
+			failRun(fmt.Errorf("%w: %d bytes > replication.fail_retained_wal %d", errRetainedWAL, info.RetainedBytes, r.Replication.FailRetainedWAL))
+			return
+		case r.Replication.MaxRetainedWAL > 0 && info.RetainedBytes > r.Replication.MaxRetainedWAL:
+			if !s.throttled.Swap(true) {
+				log.Warn("backfill throttled: slot retains too much WAL", zap.Int64("retained_bytes", info.RetainedBytes), zap.Int64("limit", r.Replication.MaxRetainedWAL))
+				_ = r.Store.SetThrottled(ctx, jobID, "slot_retained_wal") //nolint:errcheck // status only
+			}
+		default:
+			if s.throttled.Swap(false) {
+				log.Info("backfill throttle released", zap.Int64("retained_bytes", info.RetainedBytes))
+				_ = r.Store.SetThrottled(ctx, jobID, "") //nolint:errcheck // status only
+			}
+		}
+	}
+}
+
+// throttle blocks while the syncer says the slot retains too much WAL.
+// While throttled refit writes nothing but its status.
+func (s *syncer) throttle(ctx context.Context) error {
+	for s != nil && s.throttled.Load() {
+		t := time.NewTimer(200 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// tagSession is the backfill's session hook: tag its writes with an origin.
+func (r *Runner) tagSession(jobID int64) func(ctx context.Context, conn *pgx.Conn, rangeID int) error {
+	return func(ctx context.Context, conn *pgx.Conn, rangeID int) error {
+		return replication.TagSession(ctx, conn, replication.OriginName(jobID, fmt.Sprintf("b%d", rangeID)), r.Log)
+	}
+}
+
+// Sweep drops refit replication objects (slots, publications, origins)
+// that belong to no live job, and fails live jobs whose slot retains more
+// than the hard limit (dropping the slot), so that neither an orphan nor an
+// abandoned job can fill the disk. Run it at start.
+func Sweep(ctx context.Context, store *state.Store, cfg replication.Config, log *zap.Logger) error {
+	pool := store.Pool()
+	ids, err := replication.Orphans(ctx, pool)
+	if err != nil {
+		return err
+	}
+	live, err := store.LiveJobIDs(ctx)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, id := range ids {
+		if !live[id] {
+			log.Info("dropping orphaned replication objects", zap.Int64("job", id), zap.String("slot", replication.SlotName(id)))
+			if err := replication.Drop(ctx, pool, id); err != nil {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		if cfg.FailRetainedWAL <= 0 {
+			continue
+		}
+		info, err := replication.Slot(ctx, pool, id)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if info.Exists && !info.Active && info.RetainedBytes > cfg.FailRetainedWAL {
+			job, err := store.Get(ctx, id)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			msg := fmt.Sprintf("%v: %d bytes > replication.fail_retained_wal %d; slot dropped, a retry backfills again", errRetainedWAL, info.RetainedBytes, cfg.FailRetainedWAL)
+			log.Error("failing abandoned job", zap.Int64("job", id), zap.String("reason", msg))
+			if job.Phase != state.PhaseFailed {
+				if err := store.Transition(ctx, id, job.Phase, state.PhaseFailed, "sweep", msg); err != nil {
+					errs = append(errs, err)
+				}
+			}
+			if err := replication.Drop(ctx, pool, id); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
