@@ -2,10 +2,13 @@ package migration
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"io"
 	"reflect"
 	"sort"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -34,16 +37,31 @@ func decode(file string, data []byte) (*Migration, error) {
 	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, &Error{File: file, Op: -1, Msg: "the file is empty"}
+		}
 		return nil, &Error{File: file, Op: -1, Msg: "not valid YAML or JSON: " + err.Error()}
 	}
 	if doc.Kind != yaml.DocumentNode || len(doc.Content) != 1 || doc.Content[0].Kind != yaml.MappingNode {
 		return nil, &Error{File: file, Op: -1, Msg: "the top level must be a mapping with name and operations"}
 	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return nil, &Error{File: file, Op: -1, Line: extra.Line, Msg: "a migration file holds exactly one YAML document"}
+	}
 	root := doc.Content[0]
 	m := &Migration{File: file}
 	var opsNode *yaml.Node
+	seen := map[string]int{}
 	for i := 0; i < len(root.Content); i += 2 {
 		k, v := root.Content[i], root.Content[i+1]
+		if k.Kind != yaml.ScalarNode {
+			return nil, &Error{File: file, Op: -1, Line: k.Line, Msg: "top-level keys must be strings"}
+		}
+		if line, dup := seen[k.Value]; dup {
+			return nil, &Error{File: file, Op: -1, Field: k.Value, Line: k.Line, Msg: fmt.Sprintf("given twice (also on line %d)", line)}
+		}
+		seen[k.Value] = k.Line
 		switch k.Value {
 		case "name":
 			if v.Kind != yaml.ScalarNode {
@@ -96,7 +114,40 @@ func decodeOperation(file string, i int, n *yaml.Node) (Operation, error) {
 	if err := body.Decode(op); err != nil {
 		return nil, &Error{File: file, Op: i, Kind: kind, Line: body.Line, Msg: cleanYAMLError(err)}
 	}
+	if bi, ok := op.(*BulkInsert); ok {
+		keepTimestampText(body, bi)
+	}
 	return op, nil
+}
+
+// keepTimestampText puts back, as written, the bulk_insert values that YAML
+// resolved to timestamps (an unquoted 2024-01-02 decodes to a time.Time):
+// the database parses the text for the column's type, as it does for any
+// other value, so a date stays a date and a timestamptz without an offset
+// is read in the session's time zone rather than as UTC.
+func keepTimestampText(body *yaml.Node, bi *BulkInsert) {
+	for i := 0; i < len(body.Content); i += 2 {
+		if body.Content[i].Value != "rows" || body.Content[i+1].Kind != yaml.SequenceNode {
+			continue
+		}
+		for r, row := range body.Content[i+1].Content {
+			for row.Kind == yaml.AliasNode && row.Alias != nil {
+				row = row.Alias
+			}
+			if r >= len(bi.Rows) || row.Kind != yaml.MappingNode {
+				continue
+			}
+			for j := 0; j+1 < len(row.Content); j += 2 {
+				k, v := row.Content[j], row.Content[j+1]
+				for v.Kind == yaml.AliasNode && v.Alias != nil {
+					v = v.Alias
+				}
+				if _, isTime := bi.Rows[r][k.Value].(time.Time); isTime && v.Kind == yaml.ScalarNode {
+					bi.Rows[r][k.Value] = v.Value
+				}
+			}
+		}
+	}
 }
 
 // checkKnownFields walks a mapping node against the yaml tags of struct type t

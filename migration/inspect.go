@@ -15,9 +15,11 @@ type Facts struct {
 	ServerVersion int                    `json:"server_version"` // e.g. 150018
 	Tables        map[string]*TableFacts `json:"tables"`
 	// VolatileDefault marks add_column operations whose default is volatile
-	// (now(), random(), …): adding them with the default would rewrite the
-	// table, so refit adds the column bare, sets the default for new rows and
-	// backfills the existing ones.
+	// (clock_timestamp(), random(), gen_random_uuid(), nextval(), …): adding
+	// them with the default would rewrite the table, so refit adds the column
+	// bare, sets the default for new rows and backfills the existing ones.
+	// A STABLE default such as now() is not volatile: PostgreSQL evaluates it
+	// once and stores it as the column's missing value, without a rewrite.
 	VolatileDefault map[int]bool `json:"volatile_default"`
 }
 
@@ -26,6 +28,12 @@ type TableFacts struct {
 	Name    TableName         `json:"name"`    // schema-qualified as resolved by the server
 	Key     []KeyColumn       `json:"key"`     // primary key, or a unique index over NOT NULL columns
 	Columns map[string]string `json:"columns"` // column name → format_type
+	// ReplicaIdentity is the table's REPLICA IDENTITY: "default", "index",
+	// "full" or "nothing". A table with "default" and no primary key (its
+	// Key is a unique index) has no identity: once it is in a publication
+	// that publishes updates, the application's UPDATE and DELETE fail until
+	// REPLICA IDENTITY USING INDEX is set.
+	ReplicaIdentity string `json:"replica_identity,omitempty"`
 }
 
 // KeyColumn is one column of the key the backfill paginates on.
@@ -56,7 +64,7 @@ func Inspect(ctx context.Context, conn *pgx.Conn, m *Migration) (facts *Facts, e
 	if _, err := tx.Exec(ctx, "SET LOCAL lock_timeout = '2s'; SET LOCAL statement_timeout = '60s'"); err != nil {
 		return nil, fmt.Errorf("set inspection timeouts: %w", err)
 	}
-	in := &inspector{tx: tx, m: m, facts: facts, shadows: map[string]string{}}
+	in := &inspector{tx: tx, m: m, facts: facts, shadows: map[string]string{}, attrs: map[string]map[string]attrInfo{}}
 	for i, op := range m.Operations {
 		if err := in.check(ctx, i, op); err != nil {
 			return nil, err
@@ -81,7 +89,16 @@ type inspector struct {
 	m       *Migration
 	facts   *Facts
 	shadows map[string]string // table → temp table with the same columns
+	attrs   map[string]map[string]attrInfo
 	nshadow int
+}
+
+// attrInfo is what bulk_insert needs to know about an existing column.
+type attrInfo struct {
+	generated      bool // GENERATED ALWAYS AS (…) STORED: cannot be inserted
+	identityAlways bool // GENERATED ALWAYS AS IDENTITY: needs OVERRIDING SYSTEM VALUE
+	filled         bool // has a default, is an identity or generated: may be omitted
+	notNull        bool
 }
 
 func (in *inspector) check(ctx context.Context, i int, op Operation) error {
@@ -111,14 +128,18 @@ func (in *inspector) check(ctx context.Context, i int, op Operation) error {
 		if _, exists := tf.Columns[o.Column.Name]; exists {
 			return in.m.OpError(i, "column.name", "column %q already exists in %s", o.Column.Name, o.Table)
 		}
+		// Prepared first: the extended protocol refuses more than one
+		// statement, so the text is known to be one type name before it is
+		// spliced into the statements run below.
 		if err := in.probe(ctx, fmt.Sprintf("SELECT CAST(NULL AS %s)", o.Column.Type)); err != nil {
 			return in.dbErr(i, "column.type", err)
 		}
-		if o.Up != "" {
-			if err := in.probe(ctx, fmt.Sprintf("SELECT CAST((\n%s\n) AS %s) FROM %s AS %s LIMIT 0", o.Up, o.Column.Type, shadow, QuoteIdent(o.Table.Name))); err != nil {
-				return in.dbErr(i, "up", err)
-			}
+		// Later operations (indexes, other expressions) may use the new column.
+		col := QuoteIdent(o.Column.Name)
+		if err := in.exec(ctx, fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s %s", shadow, col, o.Column.Type)); err != nil {
+			return in.dbErr(i, "column.type", err)
 		}
+		tf.Columns[o.Column.Name] = o.Column.Type
 		if o.Column.Default != "" {
 			if err := in.probe(ctx, fmt.Sprintf("SELECT CAST((\n%s\n) AS %s)", o.Column.Default, o.Column.Type)); err != nil {
 				return in.dbErr(i, "column.default", err)
@@ -129,11 +150,19 @@ func (in *inspector) check(ctx context.Context, i int, op Operation) error {
 			}
 			in.facts.VolatileDefault[i] = volatile
 		}
-		// Later operations (indexes, other expressions) may use the new column.
-		if err := in.exec(ctx, fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s %s", shadow, QuoteIdent(o.Column.Name), o.Column.Type)); err != nil {
-			return in.dbErr(i, "column.type", err)
+		// The backfill's own statement (backfill.update): assignment rules,
+		// not an explicit CAST, decide whether the expression fits the
+		// column, and the IS DISTINCT FROM guard needs an equality operator.
+		field, expr := "up", o.Up
+		if expr == "" && in.facts.VolatileDefault[i] {
+			field, expr = "column.default", o.Column.Default
 		}
-		tf.Columns[o.Column.Name] = o.Column.Type
+		if expr != "" {
+			if err := in.probe(ctx, fmt.Sprintf("UPDATE %s AS %s SET %s = (\n%s\n) WHERE %s IS DISTINCT FROM (\n%s\n)",
+				shadow, QuoteIdent(o.Table.Name), col, expr, col, expr)); err != nil {
+				return in.dbErr(i, field, err)
+			}
+		}
 
 	case *DropColumn:
 		tf, _, err := in.table(ctx, i, o.Table)
@@ -184,30 +213,56 @@ func (in *inspector) check(ctx context.Context, i int, op Operation) error {
 				return in.dbErr(i, "where", err)
 			}
 		}
+		// The same index on the (empty) shadow: the method, the operator
+		// classes of the columns' types, and a predicate's immutability are
+		// checked now rather than after the backfill. The predicate was
+		// prepared above, so it is known to be one expression.
+		if err := in.exec(ctx, o.createSQL("", shadow)); err != nil {
+			var pgErr *pgconn.PgError
+			field := "columns"
+			switch {
+			case o.Where != "" && errors.As(err, &pgErr) && pgErr.Code == "42P17": // invalid_object_definition
+				field = "where"
+			case o.Method != "":
+				field = "method"
+			}
+			return in.dbErr(i, field, err)
+		}
 
 	case *BulkInsert:
 		tf, shadow, err := in.table(ctx, i, o.Table)
 		if err != nil {
 			return err
 		}
+		attrs := in.attrs[o.Table.String()]
 		for _, c := range o.ColumnNames() {
 			if _, ok := tf.Columns[c]; !ok {
 				return in.m.OpError(i, "rows", "column %q does not exist in %s", c, o.Table)
 			}
 		}
-		// The real statement against the shadow table: checks every value converts.
+		for n, r := range o.Rows {
+			for _, c := range sortedKeys(r) {
+				switch a := attrs[c]; {
+				case a.generated:
+					return in.m.OpError(i, fmt.Sprintf("rows[%d].%s", n, c), "column %q is a generated column: it cannot be given a value", c)
+				case a.identityAlways:
+					return in.m.OpError(i, fmt.Sprintf("rows[%d].%s", n, c), "column %q is GENERATED ALWAYS AS IDENTITY: leave it out and let the database number the rows", c)
+				}
+			}
+		}
+		// The real statement against the shadow table: checks every value
+		// converts and every NOT NULL / CHECK constraint holds.
 		for start := 0; start < len(o.Rows); start += bulkChunk {
 			end := min(start+bulkChunk, len(o.Rows))
 			sql, args := bulkInsertSQL(shadow, o.ColumnNames(), o.Rows[start:end], tf)
-			if _, err := in.tx.Exec(ctx, "SAVEPOINT refit_probe"); err != nil {
-				return in.dbErr(i, "rows", err)
+			err := in.probeRows(ctx, sql, args)
+			if err == nil {
+				continue
 			}
-			if _, err := in.tx.Exec(ctx, sql, args...); err != nil {
+			if !isContentError(err) {
 				return in.dbErr(i, fmt.Sprintf("rows[%d..%d]", start, end-1), err)
 			}
-			if _, err := in.tx.Exec(ctx, "ROLLBACK TO SAVEPOINT refit_probe"); err != nil {
-				return in.dbErr(i, "rows", err)
-			}
+			return in.badRow(ctx, i, o, shadow, tf, start, end, err)
 		}
 	case *SQL:
 		// The escape hatch is the author's responsibility; nothing to probe.
@@ -222,27 +277,38 @@ func (in *inspector) table(ctx context.Context, i int, t TableName) (*TableFacts
 		return tf, in.shadows[key], nil
 	}
 	var oid uint32
-	var schema, name string
-	err := in.tx.QueryRow(ctx, `SELECT c.oid, n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE c.oid = to_regclass($1) AND c.relkind IN ('r','p')`, t.Quoted()).Scan(&oid, &schema, &name)
+	var schema, name, replIdent string
+	err := in.tx.QueryRow(ctx, `SELECT c.oid, n.nspname, c.relname,
+			CASE c.relreplident WHEN 'd' THEN 'default' WHEN 'n' THEN 'nothing' WHEN 'f' THEN 'full' WHEN 'i' THEN 'index' END
+		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE c.oid = to_regclass($1) AND c.relkind IN ('r','p')`, t.Quoted()).Scan(&oid, &schema, &name, &replIdent)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, "", in.m.OpError(i, "table", "table %s does not exist", t)
 	}
 	if err != nil {
 		return nil, "", in.dbErr(i, "table", err)
 	}
-	tf := &TableFacts{Name: TableName{Schema: schema, Name: name}, Columns: map[string]string{}}
-	rows, err := in.tx.Query(ctx, `SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute
+	tf := &TableFacts{Name: TableName{Schema: schema, Name: name}, Columns: map[string]string{}, ReplicaIdentity: replIdent}
+	attrs := map[string]attrInfo{}
+	rows, err := in.tx.Query(ctx, `SELECT attname, format_type(atttypid, atttypmod),
+			attgenerated <> '', attidentity = 'a', atthasdef OR attidentity <> '' OR attgenerated <> '', attnotnull
+		FROM pg_attribute
 		WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum`, oid)
 	if err != nil {
 		return nil, "", in.dbErr(i, "table", err)
 	}
+	var filledNotNull []string
 	for rows.Next() {
 		var c, typ string
-		if err := rows.Scan(&c, &typ); err != nil {
+		var a attrInfo
+		if err := rows.Scan(&c, &typ, &a.generated, &a.identityAlways, &a.filled, &a.notNull); err != nil {
 			return nil, "", in.dbErr(i, "table", err)
 		}
 		tf.Columns[c] = typ
+		attrs[c] = a
+		if a.filled && a.notNull {
+			filledNotNull = append(filledNotNull, c)
+		}
 	}
 	if err := rows.Err(); err != nil {
 		return nil, "", in.dbErr(i, "table", err)
@@ -251,13 +317,28 @@ func (in *inspector) table(ctx context.Context, i int, t TableName) (*TableFacts
 	if err != nil {
 		return nil, "", in.dbErr(i, "table", err)
 	}
+	// The shadow copies columns and CHECK constraints but not defaults:
+	// evaluating a default such as nextval() would change the database (a
+	// sequence does not roll back). Columns the database fills itself
+	// (defaults, identities, generated) lose their NOT NULL instead, so a
+	// bulk_insert row may leave them out.
 	in.nshadow++
 	shadow := fmt.Sprintf("pg_temp.refit_shadow_%d", in.nshadow)
-	if err := in.exec(ctx, fmt.Sprintf("CREATE TEMP TABLE refit_shadow_%d (LIKE %s INCLUDING DEFAULTS) ON COMMIT DROP", in.nshadow, t.Quoted())); err != nil {
+	if err := in.exec(ctx, fmt.Sprintf("CREATE TEMP TABLE refit_shadow_%d (LIKE %s INCLUDING CONSTRAINTS) ON COMMIT DROP", in.nshadow, t.Quoted())); err != nil {
 		return nil, "", in.dbErr(i, "table", err)
+	}
+	if len(filledNotNull) > 0 {
+		alters := make([]string, len(filledNotNull))
+		for j, c := range filledNotNull {
+			alters[j] = "ALTER COLUMN " + QuoteIdent(c) + " DROP NOT NULL"
+		}
+		if err := in.exec(ctx, fmt.Sprintf("ALTER TABLE %s %s", shadow, strings.Join(alters, ", "))); err != nil {
+			return nil, "", in.dbErr(i, "table", err)
+		}
 	}
 	in.facts.Tables[key] = tf
 	in.shadows[key] = shadow
+	in.attrs[key] = attrs
 	return tf, shadow, nil
 }
 
@@ -265,11 +346,14 @@ func (in *inspector) table(ctx context.Context, i int, t TableName) (*TableFacts
 // else the unique, non-partial, column-only index with the fewest columns
 // whose columns are all NOT NULL.
 func TableKey(ctx context.Context, q Querier, table TableName) ([]KeyColumn, error) {
-	var oid uint32
+	var oid *uint32
 	if err := q.QueryRow(ctx, "SELECT to_regclass($1)::oid", table.Quoted()).Scan(&oid); err != nil {
 		return nil, fmt.Errorf("resolve table %s: %w", table, err)
 	}
-	return tableKey(ctx, q, oid)
+	if oid == nil {
+		return nil, fmt.Errorf("resolve table %s: it does not exist", table)
+	}
+	return tableKey(ctx, q, *oid)
 }
 
 // Querier is the part of pgx.Conn/pgx.Tx/pgxpool.Pool inspection needs.
@@ -283,9 +367,10 @@ func tableKey(ctx context.Context, q Querier, oid uint32) ([]KeyColumn, error) {
 	err := q.QueryRow(ctx, `
 		SELECT i.indexrelid FROM pg_index i
 		WHERE i.indrelid = $1 AND i.indisunique AND i.indisvalid AND i.indpred IS NULL AND i.indexprs IS NULL
-		  AND NOT EXISTS (SELECT 1 FROM unnest(i.indkey) k JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k
-		                  WHERE NOT a.attnotnull)
-		ORDER BY i.indisprimary DESC, i.indnatts, i.indexrelid
+		  AND NOT EXISTS (SELECT 1 FROM unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+		                  JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+		                  WHERE k.ord <= i.indnkeyatts AND NOT a.attnotnull)
+		ORDER BY i.indisprimary DESC, i.indnkeyatts, i.indexrelid
 		LIMIT 1`, oid).Scan(&indexOid)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
@@ -318,7 +403,7 @@ func (in *inspector) volatileDefault(ctx context.Context, o *AddColumn) (bool, e
 	if err := in.exec(ctx, fmt.Sprintf("CREATE TEMP TABLE %s (x int) ON COMMIT DROP", probe)); err != nil {
 		return false, err
 	}
-	if err := in.exec(ctx, fmt.Sprintf("ALTER TABLE pg_temp.%s ADD COLUMN c %s DEFAULT %s", probe, o.Column.Type, o.Column.Default)); err != nil {
+	if err := in.exec(ctx, fmt.Sprintf("ALTER TABLE pg_temp.%s ADD COLUMN c %s DEFAULT (%s)", probe, o.Column.Type, o.Column.Default)); err != nil {
 		return false, err
 	}
 	var hasMissing bool
@@ -360,10 +445,80 @@ func (in *inspector) savepoint(ctx context.Context, f func() error) error {
 	return err
 }
 
+// dbErr reports a failed probe. An error the server raised because of what
+// the migration says (a syntax error, an unknown column or type, a value that
+// does not convert, a violated constraint) is a validation *Error naming the
+// operation and field. Anything else (a lost connection, a lock or statement
+// timeout, a shutdown) says nothing about the migration and is returned as a
+// plain wrapped error, so callers do not reject a good migration for it.
 func (in *inspector) dbErr(i int, field string, err error) error {
 	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
+	if errors.As(err, &pgErr) && isContentError(err) {
 		return in.m.OpError(i, field, "%s (SQLSTATE %s)", pgErr.Message, pgErr.Code)
 	}
-	return in.m.OpError(i, field, "%v", err)
+	return fmt.Errorf("inspect %s: operations[%d] (%s) field %q: %w", in.m.File, i, in.m.Operations[i].Kind(), field, err)
+}
+
+// isContentError reports whether err is a server error caused by the text
+// or values of the statement (by SQLSTATE class), rather than by the state
+// of the server or the connection.
+func isContentError(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || len(pgErr.Code) < 2 {
+		return false
+	}
+	switch pgErr.Code[:2] {
+	case "0A", // feature not supported
+		"21", // cardinality violation
+		"22", // data exception
+		"23", // integrity constraint violation
+		"2B", // dependent privilege descriptors still exist
+		"3F", // invalid schema name
+		"42", // syntax error or access rule violation
+		"44", // WITH CHECK OPTION violation
+		"54": // program limit exceeded
+		return true
+	}
+	return false
+}
+
+// probeRows runs a statement against shadow tables and undoes it.
+func (in *inspector) probeRows(ctx context.Context, sql string, args []any) error {
+	if _, err := in.tx.Exec(ctx, "SAVEPOINT refit_rows"); err != nil {
+		return err
+	}
+	_, err := in.tx.Exec(ctx, sql, args...)
+	if _, rbErr := in.tx.Exec(ctx, "ROLLBACK TO SAVEPOINT refit_rows; RELEASE SAVEPOINT refit_rows"); rbErr != nil {
+		return errors.Join(err, rbErr)
+	}
+	return err
+}
+
+// badRow narrows a failed bulk_insert chunk down to its first bad row and,
+// where a value does not convert to its column's type, to that value.
+func (in *inspector) badRow(ctx context.Context, i int, o *BulkInsert, shadow string, tf *TableFacts, start, end int, chunkErr error) error {
+	cols := o.ColumnNames()
+	for n := start; n < end; n++ {
+		r := o.Rows[n]
+		sql, args := bulkInsertSQL(shadow, cols, o.Rows[n:n+1], tf)
+		rowErr := in.probeRows(ctx, sql, args)
+		if rowErr == nil {
+			continue
+		}
+		if !isContentError(rowErr) {
+			return in.dbErr(i, fmt.Sprintf("rows[%d]", n), rowErr)
+		}
+		for _, c := range sortedKeys(r) {
+			if r[c] == nil {
+				continue
+			}
+			err := in.probeRows(ctx, fmt.Sprintf("SELECT CAST($1::text AS %s)", tf.Columns[c]), []any{scalarText(r[c])})
+			if err != nil && isContentError(err) {
+				return in.dbErr(i, fmt.Sprintf("rows[%d].%s", n, c), err)
+			}
+		}
+		return in.dbErr(i, fmt.Sprintf("rows[%d]", n), rowErr)
+	}
+	// Each row is fine alone: the rows conflict with each other.
+	return in.dbErr(i, fmt.Sprintf("rows[%d..%d]", start, end-1), chunkErr)
 }

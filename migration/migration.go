@@ -143,17 +143,33 @@ func (m *Migration) Validate() error {
 	if len(m.Operations) == 0 {
 		return &Error{File: m.File, Op: -1, Field: "operations", Msg: "at least one operation is required"}
 	}
-	seenCol := map[string]int{}
+	type colKey struct{ table, column string }
+	seenCol := map[colKey]int{}
+	seenIndex := map[TableName]int{} // index names are unique per schema
+	seenType := map[TableName]int{}
 	for i, op := range m.Operations {
 		if err := op.validate(); err != nil {
 			return m.opError(i, err)
 		}
-		if ac, ok := op.(*AddColumn); ok {
-			key := ac.Table.String() + "." + ac.Column.Name
+		switch o := op.(type) {
+		case *AddColumn:
+			key := colKey{o.Table.String(), o.Column.Name}
 			if j, dup := seenCol[key]; dup {
-				return m.opError(i, fieldErr("column.name", "column %q is also added by operations[%d]", ac.Column.Name, j))
+				return m.opError(i, fieldErr("column.name", "column %q is also added by operations[%d]", o.Column.Name, j))
 			}
 			seenCol[key] = i
+		case *CreateIndex:
+			key := TableName{Schema: o.Table.Schema, Name: o.Name}
+			if j, dup := seenIndex[key]; dup {
+				return m.opError(i, fieldErr("name", "index %q is also created by operations[%d]", o.Name, j))
+			}
+			seenIndex[key] = i
+		case *CreateEnum:
+			key := ParseTableName(o.Name)
+			if j, dup := seenType[key]; dup {
+				return m.opError(i, fieldErr("name", "type %q is also created by operations[%d]", o.Name, j))
+			}
+			seenType[key] = i
 		}
 	}
 	return nil

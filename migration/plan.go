@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // Stage is the part of a job's life in which a step runs.
@@ -148,7 +149,9 @@ func BuildPlan(m *Migration, facts *Facts) *Plan {
 			volatile := facts != nil && facts.VolatileDefault[i]
 			def := ""
 			if o.Column.Default != "" && !volatile {
-				def = " DEFAULT " + o.Column.Default
+				// Parenthesized: the default stays one expression even if it
+				// reads like a column constraint ("1 NOT NULL").
+				def = " DEFAULT (" + o.Column.Default + ")"
 			}
 			cost := "metadata only (no rewrite)"
 			p.Expand = append(p.Expand, Step{Op: i, Kind: o.Kind(), Transactional: true, Table: t,
@@ -159,7 +162,7 @@ func BuildPlan(m *Migration, facts *Facts) *Plan {
 			if volatile {
 				p.Expand = append(p.Expand, Step{Op: i, Kind: o.Kind(), Transactional: true, Table: t,
 					Description: fmt.Sprintf("set volatile default of %s.%s for new rows (existing rows are backfilled)", t, o.Column.Name),
-					SQL:         fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s SET DEFAULT %s", t.Quoted(), col, o.Column.Default),
+					SQL:         fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s SET DEFAULT (%s)", t.Quoted(), col, o.Column.Default),
 					Lock:        lockAccessExclusive, Cost: "metadata only"})
 			}
 			rollback = append(rollback, Step{Op: i, Kind: o.Kind(), Transactional: true, Table: t, Requires: added,
@@ -187,26 +190,9 @@ func BuildPlan(m *Migration, facts *Facts) *Plan {
 			if o.Table.Schema != "" {
 				idx = QuoteIdent(o.Table.Schema) + "." + idx
 			}
-			cols := make([]string, len(o.Columns))
-			for j, c := range o.Columns {
-				cols[j] = QuoteIdent(c)
-			}
-			var b strings.Builder
-			b.WriteString("CREATE ")
-			if o.Unique {
-				b.WriteString("UNIQUE ")
-			}
-			fmt.Fprintf(&b, "INDEX CONCURRENTLY %s ON %s", QuoteIdent(o.Name), o.Table.Quoted())
-			if o.Method != "" {
-				b.WriteString(" USING " + o.Method)
-			}
-			b.WriteString(" (" + strings.Join(cols, ", ") + ")")
-			if o.Where != "" {
-				b.WriteString(" WHERE (" + o.Where + ")")
-			}
 			p.PostBackfill = append(p.PostBackfill, Step{Op: i, Kind: o.Kind(), Table: o.Table, LongRunning: true,
 				Description: fmt.Sprintf("build index %s on %s concurrently", o.Name, o.Table),
-				SQL:         b.String(), Index: idx,
+				SQL:         o.createSQL("CONCURRENTLY "+QuoteIdent(o.Name), o.Table.Quoted()), Index: idx,
 				Lock: lockShareUpdateExcl, Cost: "scans the table (outside any transaction)"})
 			postRollback = append(postRollback, postStep{post: len(p.PostBackfill) - 1, step: Step{Op: i, Kind: o.Kind(), Table: o.Table,
 				Description: "drop index " + o.Name,
@@ -262,6 +248,33 @@ func BuildPlan(m *Migration, facts *Facts) *Plan {
 	sort.SliceStable(rollback, func(i, j int) bool { return rollback[i].Requires > rollback[j].Requires })
 	p.Rollback = rollback
 	return p
+}
+
+// createSQL renders CREATE [UNIQUE] INDEX <name> ON <target> …; name may
+// be empty (the server picks one) or carry CONCURRENTLY.
+func (o *CreateIndex) createSQL(name, target string) string {
+	cols := make([]string, len(o.Columns))
+	for j, c := range o.Columns {
+		cols[j] = QuoteIdent(c)
+	}
+	var b strings.Builder
+	b.WriteString("CREATE ")
+	if o.Unique {
+		b.WriteString("UNIQUE ")
+	}
+	b.WriteString("INDEX ")
+	if name != "" {
+		b.WriteString(name + " ")
+	}
+	b.WriteString("ON " + target)
+	if o.Method != "" {
+		b.WriteString(" USING " + o.Method)
+	}
+	b.WriteString(" (" + strings.Join(cols, ", ") + ")")
+	if o.Where != "" {
+		b.WriteString(" WHERE (" + o.Where + ")")
+	}
+	return b.String()
 }
 
 const bulkChunk = 500
@@ -396,7 +409,12 @@ func ConstraintName(prefix, table, column string) string {
 		return n
 	}
 	sum := sha256.Sum256([]byte(n))
-	return n[:63-9] + "_" + hex.EncodeToString(sum[:4])
+	// Cut on a character boundary: half a UTF-8 sequence is not a valid name.
+	cut := 63 - 9
+	for cut > 0 && !utf8.RuneStart(n[cut]) {
+		cut--
+	}
+	return n[:cut] + "_" + hex.EncodeToString(sum[:4])
 }
 
 // quoteQualified quotes a possibly schema-qualified name such as a type name.
