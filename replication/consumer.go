@@ -162,11 +162,14 @@ func (c *Consumer) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("acquire apply connection: %w", err)
 	}
 	defer apply.Release()
+	if _, err := apply.Exec(ctx, "SELECT set_config('application_name', $1, false)", AppName(c.jobID, "apply")); err != nil {
+		return fmt.Errorf("name apply session: %w", err)
+	}
 	if err := c.tagOrigin(ctx, apply, "apply"); err != nil {
 		return err
 	}
 	defer func() {
-		if _, rerr := apply.Exec(context.WithoutCancel(ctx), "SELECT pg_replication_origin_session_reset()"); rerr != nil {
+		if _, rerr := apply.Exec(context.WithoutCancel(ctx), "SELECT pg_replication_origin_session_reset(); RESET application_name"); rerr != nil {
 			apply.Conn().Close(context.WithoutCancel(ctx)) //nolint:errcheck // discard the connection
 		}
 	}()
@@ -176,14 +179,27 @@ func (c *Consumer) Run(ctx context.Context) (err error) {
 		cfg.RuntimeParams = map[string]string{}
 	}
 	cfg.RuntimeParams["replication"] = "database"
-	cfg.RuntimeParams["application_name"] = "refit-sync"
-	conn, err := pgconn.ConnectConfig(ctx, cfg)
-	if err != nil {
-		return fmt.Errorf("open replication connection: %w", err)
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	err = pglogrepl.StartReplication(ctx, conn, SlotName(c.jobID), 0, pglogrepl.StartReplicationOptions{
-		PluginArgs: []string{"proto_version '1'", fmt.Sprintf("publication_names '%s'", PublicationName(c.jobID)), "messages 'true'"},
+	cfg.RuntimeParams["application_name"] = AppName(c.jobID, "sync")
+	var conn *pgconn.PgConn
+	defer func() {
+		if conn != nil {
+			conn.Close(context.WithoutCancel(ctx)) //nolint:errcheck // closing
+		}
+	}()
+	// A walsender of a killed refit process may still hold the slot for a moment.
+	err = retryInUse(ctx, func() error {
+		if conn != nil {
+			conn.Close(ctx) //nolint:errcheck // replaced below
+		}
+		var cerr error
+		if conn, cerr = pgconn.ConnectConfig(ctx, cfg); cerr != nil {
+			return fmt.Errorf("open replication connection: %w", cerr)
+		}
+		// Resume from the slot's confirmed position: start LSN 0 means
+		// "where the slot is", never IDENTIFY_SYSTEM's current position.
+		return pglogrepl.StartReplication(ctx, conn, SlotName(c.jobID), 0, pglogrepl.StartReplicationOptions{
+			PluginArgs: []string{"proto_version '1'", fmt.Sprintf("publication_names '%s'", PublicationName(c.jobID)), "messages 'true'"},
+		})
 	})
 	if err != nil {
 		return fmt.Errorf("start replication on %s: %w", SlotName(c.jobID), err)
@@ -271,7 +287,11 @@ func TagSession(ctx context.Context, conn *pgx.Conn, origin string, log *zap.Log
 		}
 		return fmt.Errorf("create replication origin %s: %w", origin, err)
 	}
-	if _, err := conn.Exec(ctx, "SELECT pg_replication_origin_session_setup($1)", origin); err != nil {
+	err := retryInUse(ctx, func() error {
+		_, err := conn.Exec(ctx, "SELECT pg_replication_origin_session_setup($1)", origin)
+		return err
+	})
+	if err != nil {
 		if isPrivilegeError(err) {
 			log.Warn("cannot tag refit's writes with a replication origin (no privilege); they will be re-applied as no-ops", zap.Error(err))
 			return nil

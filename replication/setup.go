@@ -361,3 +361,56 @@ func sleep(ctx context.Context, d time.Duration) error {
 		return nil
 	}
 }
+
+// AppName is the application_name of a job's session; stale sessions of a
+// killed refit process are found by it.
+func AppName(jobID int64, role string) string { return fmt.Sprintf("refit-j%d-%s", jobID, role) }
+
+// TerminateStale ends the sessions a killed refit process left behind for
+// this job (a walsender still holding the slot, a backend still holding an
+// origin or waiting on a lock). Call it only while holding the job's lock:
+// then no live refit process owns such a session.
+func TerminateStale(ctx context.Context, q Querier, jobID int64) (int, error) {
+	pattern := fmt.Sprintf("refit-j%d-%%", jobID)
+	var n int
+	err := q.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+		WHERE application_name LIKE $1 AND pid <> pg_backend_pid()`, pattern).Scan(&n)
+	if err != nil || n == 0 {
+		return n, err
+	}
+	for i := 0; i < 100; i++ {
+		var left int
+		if err := q.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE $1 AND pid <> pg_backend_pid()`, pattern).Scan(&left); err != nil {
+			return n, err
+		}
+		if left == 0 {
+			return n, nil
+		}
+		if err := sleep(ctx, 100*time.Millisecond); err != nil {
+			return n, err
+		}
+	}
+	return n, fmt.Errorf("stale sessions of job %d did not end", jobID)
+}
+
+// inUse reports SQLSTATE 55006 (object in use: an origin or a slot still
+// held by a session that is going away).
+func inUse(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "55006"
+}
+
+// retryInUse retries f while the object it needs is still held by a
+// session that is ending, for up to about ten seconds.
+func retryInUse(ctx context.Context, f func() error) error {
+	var err error
+	for i := 0; i < 50; i++ {
+		if err = f(); !inUse(err) {
+			return err
+		}
+		if serr := sleep(ctx, 200*time.Millisecond); serr != nil {
+			return serr
+		}
+	}
+	return err
+}

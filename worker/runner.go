@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 
@@ -101,8 +102,13 @@ func (r *Runner) Run(ctx context.Context, jobID int64) (Outcome, error) {
 		}
 	}()
 
-	if r.Replication == (replication.Config{}) {
-		r.Replication = replication.DefaultConfig()
+	if n, err := replication.TerminateStale(ctx, r.Pool, jobID); err != nil {
+		return 0, fmt.Errorf("end stale sessions of job %d: %w", jobID, err)
+	} else if n > 0 {
+		log.Warn("ended sessions left by a previous refit process of this job", zap.Int("sessions", n))
+	}
+	if err := r.Replication.Validate(); err != nil {
+		return 0, fmt.Errorf("replication config: %w", err)
 	}
 	// The run stops if the sync consumer fails; the cause says why.
 	runCtx, failRun := context.WithCancelCause(ctx)
@@ -219,33 +225,15 @@ func (r *Runner) step(ctx context.Context, log *zap.Logger, job *state.Job, plan
 		if err != nil {
 			return 0, 0, false, err
 		}
-		if len(tgts) > 0 && job.ContractStep == 0 {
-			// Apply everything committed before the contract, then stop
-			// syncing: contract steps may drop what the up expressions read.
-			// (Once a contract step ran, the drain was done by an earlier run.)
-			info, err := replication.Slot(ctx, r.Pool, job.ID)
-			if err != nil {
-				return 0, 0, false, err
-			}
-			if !info.Exists {
-				log.Warn("replication slot is gone before contract: backfilling again to cover the gap")
-				if err := r.Store.ResetBackfill(ctx, job.ID); err != nil {
-					return 0, 0, false, err
-				}
-				return state.PhaseBackfilling, 0, false, nil
-			}
-			if r.sync == nil {
-				r.sync = r.startSync(ctx, log, job, tgts, failRun)
-			}
-			if err := r.sync.consumer.Drain(ctx); err != nil {
-				return 0, 0, false, err
-			}
+		again, err := r.contract(ctx, log, job, plan, tgts, failRun)
+		if err != nil {
+			return 0, 0, false, err
+		}
+		if again {
+			return state.PhaseBackfilling, 0, false, nil
 		}
 		r.sync.stop()
 		r.sync = nil
-		if err := r.runSteps(ctx, log, job.ID, plan.Contract, job.ContractStep, state.ContractStep); err != nil {
-			return 0, 0, false, err
-		}
 		if err := replication.Drop(ctx, r.Pool, job.ID); err != nil {
 			return 0, 0, false, err
 		}
@@ -323,6 +311,85 @@ func (r *Runner) window(ctx context.Context, job *state.Job) (state.Phase, Outco
 		}
 		job = cur
 	}
+}
+
+// breaksSync reports whether a contract step removes what the sync needs
+// (a dropped column the up expressions read, or arbitrary SQL): the stream
+// is drained and stopped before it, and never restarted after it.
+func breaksSync(s migration.Step) bool {
+	return s.Kind == "drop_column" || s.Kind == "sql"
+}
+
+// syncBroken reports whether one of the first n contract steps broke sync.
+func (r *Runner) syncBroken(plan *migration.Plan, n int) bool {
+	for _, s := range plan.Contract[:min(n, len(plan.Contract))] {
+		if breaksSync(s) {
+			return true
+		}
+	}
+	return false
+}
+
+// contract runs the contract steps. Until a step that breaks sync, the
+// consumer keeps applying the stream: it is drained to a sentinel before the
+// first step, and if a step such as VALIDATE finds a row that violates the
+// new constraint (a late write of an old application version), it is
+// drained again and the step retried, a few times, before the job fails.
+//
+// It returns backfillAgain when the slot was lost before any contract step:
+// then the gap is covered by backfilling again.
+func (r *Runner) contract(ctx context.Context, log *zap.Logger, job *state.Job, plan *migration.Plan, tgts []replication.Target, failRun context.CancelCauseFunc) (backfillAgain bool, err error) {
+	if len(tgts) > 0 && !r.syncBroken(plan, job.ContractStep) {
+		info, err := replication.Slot(ctx, r.Pool, job.ID)
+		if err != nil {
+			return false, err
+		}
+		switch {
+		case !info.Exists && job.ContractStep == 0:
+			log.Warn("replication slot is gone before contract: backfilling again to cover the gap")
+			return true, r.Store.ResetBackfill(ctx, job.ID)
+		case info.Exists:
+			if r.sync == nil {
+				r.sync = r.startSync(ctx, log, job, tgts, failRun)
+			}
+			if err := r.sync.consumer.Drain(ctx); err != nil {
+				return false, err
+			}
+		}
+	}
+	for i := job.ContractStep; i < len(plan.Contract); i++ {
+		s := plan.Contract[i]
+		if breaksSync(s) && r.sync != nil {
+			if err := r.sync.consumer.Drain(ctx); err != nil {
+				return false, err
+			}
+			r.sync.stop()
+			r.sync = nil
+		}
+		n := i + 1
+		log.Info("running step", zap.String("stage", string(state.ContractStep)), zap.Int("step", n), zap.Int("of", len(plan.Contract)), zap.String("sql", s.SQL))
+		for attempt := 1; ; attempt++ {
+			err := r.DDL.Run(ctx, statement(s), func(ctx context.Context, tx pgx.Tx) error {
+				return state.SetStepTx(ctx, tx, job.ID, state.ContractStep, n)
+			})
+			if err == nil {
+				break
+			}
+			if r.sync == nil || attempt >= 3 || !isCheckViolation(err) {
+				return false, fmt.Errorf("operations[%d] (%s): %w", s.Op, s.Kind, err)
+			}
+			log.Warn("a row violates the new constraint: draining the stream again and retrying", zap.Int("attempt", attempt), zap.Error(err))
+			if err := r.sync.consumer.Drain(ctx); err != nil {
+				return false, err
+			}
+		}
+	}
+	return false, nil
+}
+
+func isCheckViolation(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "23514" || pgErr.Code == "23502")
 }
 
 // runSteps runs steps[from:], checkpointing each one.

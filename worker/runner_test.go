@@ -20,6 +20,7 @@ import (
 	"github.com/refit-dev/refit/internal/pgtest"
 	"github.com/refit-dev/refit/internal/workload"
 	"github.com/refit-dev/refit/migration"
+	"github.com/refit-dev/refit/replication"
 	"github.com/refit-dev/refit/state"
 	"github.com/refit-dev/refit/worker"
 )
@@ -28,7 +29,7 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 
 func newPool(t *testing.T) *pgxpool.Pool {
 	t.Helper()
-	pool, err := pgxpool.New(context.Background(), pgtest.NewDB(t))
+	pool, err := worker.Connect(context.Background(), pgtest.NewDB(t), 10)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +47,8 @@ func newRunner(t *testing.T, pool *pgxpool.Pool, log *zap.Logger) *worker.Runner
 	cfg.LockTimeout = 500 * time.Millisecond
 	bf := backfill.DefaultConfig()
 	bf.BatchSize = 2000
-	return &worker.Runner{Pool: pool, Store: store, DDL: ddl.New(pool, cfg, log), Backfill: bf, Log: log, Actor: "test", StopAtWindow: true}
+	return &worker.Runner{Pool: pool, Store: store, DDL: ddl.New(pool, cfg, log), Backfill: bf,
+		Replication: replication.DefaultConfig(), Log: log, Actor: "test", StopAtWindow: true}
 }
 
 func mustExec(t *testing.T, pool *pgxpool.Pool, sql string, args ...any) {

@@ -180,6 +180,9 @@ func (s *syncer) throttle(ctx context.Context) error {
 // tagSession is the backfill's session hook: tag its writes with an origin.
 func (r *Runner) tagSession(jobID int64) func(ctx context.Context, conn *pgx.Conn, rangeID int) error {
 	return func(ctx context.Context, conn *pgx.Conn, rangeID int) error {
+		if _, err := conn.Exec(ctx, "SELECT set_config('application_name', $1, false)", replication.AppName(jobID, fmt.Sprintf("b%d", rangeID))); err != nil {
+			return fmt.Errorf("name backfill session: %w", err)
+		}
 		return replication.TagSession(ctx, conn, replication.OriginName(jobID, fmt.Sprintf("b%d", rangeID)), r.Log)
 	}
 }

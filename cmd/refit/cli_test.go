@@ -270,3 +270,91 @@ func TestSecretsNotLogged(t *testing.T) {
 		t.Fatalf("password leaked:\n%s%s", res.stdout, res.stderr)
 	}
 }
+
+// TestKillConsumerRepeatedly: `refit run` is killed with SIGKILL several
+// times, at random moments of the backfill and of the window, while the old
+// application writes; each restart resumes from the slot's confirmed
+// position. After `refit complete` every row is right and nothing is left.
+func TestKillConsumerRepeatedly(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.NewDB(t)
+	pool, err := pgxpool.New(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	if err := workload.CreateDocs(ctx, pool, 20000); err != nil {
+		t.Fatal(err)
+	}
+	file := writeFile(t, "docs.yaml", workload.DocsMigration)
+	app, err := workload.StartOldDocsApp(ctx, dsn, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := append(os.Environ(), "REFIT_DSN="+dsn, "REFIT_BACKFILL_BATCH_SIZE=500", "REFIT_BACKFILL_SLEEP=5ms")
+	start := func() (*exec.Cmd, *bytes.Buffer) {
+		cmd := exec.Command(refitBinary(t), "run", file, "--contract", "manual")
+		cmd.Env = env
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return cmd, &out
+	}
+	phases := map[string]int{}
+	for i, wait := range []time.Duration{700 * time.Millisecond, 1500 * time.Millisecond, 2500 * time.Millisecond, 1200 * time.Millisecond, 3 * time.Second} {
+		cmd, out := start()
+		time.Sleep(wait)
+		_ = cmd.Process.Signal(syscall.SIGKILL)
+		_ = cmd.Wait()
+		var phase string
+		_ = pool.QueryRow(ctx, "SELECT phase FROM refit.jobs").Scan(&phase)
+		phases[phase]++
+		if strings.Contains(out.String(), "job failed") {
+			t.Logf("run %d output:\n%s", i, out.String())
+		}
+	}
+	t.Logf("phases at the kills: %v", phases)
+	cmd, out := start()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		var phase string
+		_ = pool.QueryRow(ctx, "SELECT phase FROM refit.jobs").Scan(&phase)
+		if phase == "syncing" {
+			break
+		}
+		if phase == "failed" || time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			t.Fatalf("job is %s; output:\n%s", phase, out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond)
+	writes, errs, last := app.Stop()
+	if errs > 0 {
+		t.Fatalf("application errors: %d (last %v)", errs, last)
+	}
+	res := runRefit(t, []string{"REFIT_DSN=" + dsn}, "complete", "docs_derived")
+	if res.code != 0 {
+		t.Fatalf("complete: %d\n%s\n%s", res.code, res.stdout, res.stderr)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("run after complete: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "completed") {
+		t.Fatalf("run did not complete:\n%s", out.String())
+	}
+	var n, bad int64
+	if err := pool.QueryRow(ctx, workload.VerifyDocsSQL).Scan(&n, &bad); err != nil {
+		t.Fatal(err)
+	}
+	if bad != 0 {
+		t.Fatalf("%d of %d rows wrong after %d application writes and repeated SIGKILLs", bad, n, writes)
+	}
+	var left int
+	if err := pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM pg_replication_slots) + (SELECT count(*) FROM pg_publication) + (SELECT count(*) FROM pg_replication_origin)`).Scan(&left); err != nil || left != 0 {
+		t.Fatalf("replication objects left: %d %v", left, err)
+	}
+	t.Logf("%d rows verified after %d application writes", n, writes)
+}

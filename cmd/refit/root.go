@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/cobra"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/refit-dev/refit/config"
 	"github.com/refit-dev/refit/migration"
+	"github.com/refit-dev/refit/worker"
 )
 
 // Exit codes.
@@ -129,23 +131,20 @@ func (a *app) connect(ctx context.Context) (*pgxpool.Pool, error) {
 	if a.cfg.DSN == "" {
 		return nil, usageError{errors.New("no target database: pass --dsn or set REFIT_DSN")}
 	}
-	pc, err := pgxpool.ParseConfig(a.cfg.DSN)
+	pool, err := worker.Connect(ctx, a.cfg.DSN, 8)
 	if err != nil {
-		return nil, usageError{fmt.Errorf("parse dsn %s: %w", config.RedactDSN(a.cfg.DSN), err)}
-	}
-	if pc.ConnConfig.RuntimeParams == nil {
-		pc.ConnConfig.RuntimeParams = map[string]string{}
-	}
-	pc.ConnConfig.RuntimeParams["application_name"] = "refit"
-	pc.MaxConns = 8
-	pool, err := pgxpool.NewWithConfig(ctx, pc)
-	if err != nil {
-		return nil, fmt.Errorf("connect to %s: %w", config.RedactDSN(a.cfg.DSN), err)
-	}
-	if err := pool.Ping(ctx); err != nil {
-		pool.Close()
-		return nil, fmt.Errorf("connect to %s: %w", config.RedactDSN(a.cfg.DSN), err)
+		return nil, fmt.Errorf("connect to %s: %w", config.RedactDSN(a.cfg.DSN), redactErr(err, a.cfg.DSN))
 	}
 	a.log.Debug("connected", zap.String("dsn", config.RedactDSN(a.cfg.DSN)))
 	return pool, nil
+}
+
+// redactErr keeps a DSN's password out of an error message (pgx errors
+// quote the connection string on parse failures).
+func redactErr(err error, dsn string) error {
+	msg := err.Error()
+	if red := config.RedactDSN(dsn); red != dsn && strings.Contains(msg, dsn) {
+		return errors.New(strings.ReplaceAll(msg, dsn, red))
+	}
+	return err
 }
