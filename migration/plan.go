@@ -110,6 +110,10 @@ func BuildPlan(m *Migration, facts *Facts) *Plan {
 	p := &Plan{}
 	backfills := map[string]*Backfill{}
 	var order []string
+	// Constraint enforcement runs first at contract, before any drop or
+	// contract-phase sql, so that the sync can keep running (and re-drain
+	// after a late write) until everything it reads is still there.
+	var enforce []Step
 	var rollback []Step
 	addBackfill := func(t TableName, col, expr string) {
 		key := t.String()
@@ -176,7 +180,7 @@ func BuildPlan(m *Migration, facts *Facts) *Plan {
 				addBackfill(t, o.Column.Name, o.Column.Default)
 			}
 			if !o.Column.IsNullable() {
-				p.Contract = append(p.Contract, notNullSteps(i, o.Kind(), t, o.Column.Name)...)
+				enforce = append(enforce, notNullSteps(i, o.Kind(), t, o.Column.Name)...)
 			}
 
 		case *DropColumn:
@@ -239,6 +243,7 @@ func BuildPlan(m *Migration, facts *Facts) *Plan {
 	for _, key := range order {
 		p.Backfills = append(p.Backfills, *backfills[key])
 	}
+	p.Contract = append(enforce, p.Contract...)
 	// Post-backfill steps follow the expand steps in forward order.
 	for _, ps := range postRollback {
 		ps.step.Requires = len(p.Expand) + ps.post

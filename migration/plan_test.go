@@ -531,3 +531,31 @@ func TestStageString(t *testing.T) {
 		}
 	}
 }
+
+// TestBuildPlanEnforceBeforeDrops: NOT NULL enforcement runs before drops
+// and contract-phase sql whatever the file order, so the sync can keep
+// running while constraints are validated.
+func TestBuildPlanEnforceBeforeDrops(t *testing.T) {
+	src := `name: order
+operations:
+  - drop_column: {table: users, column: legacy}
+  - sql: {up: "SELECT 1", phase: contract}
+  - add_column:
+      table: users
+      column: {name: a, type: int, nullable: false}
+      up: "1"
+`
+	m, err := migration.Parse("order.yaml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := migration.BuildPlan(m, nil)
+	var kinds []string
+	for _, s := range p.Contract {
+		kinds = append(kinds, s.Kind)
+	}
+	want := []string{"add_column", "add_column", "add_column", "add_column", "drop_column", "sql"}
+	if !reflect.DeepEqual(kinds, want) {
+		t.Fatalf("contract order %v, want %v", kinds, want)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/refit-dev/refit/migration"
+	"github.com/refit-dev/refit/replication"
 	"github.com/refit-dev/refit/state"
 )
 
@@ -77,6 +78,9 @@ func Submit(ctx context.Context, pool *pgxpool.Pool, m *migration.Migration, con
 	if err != nil {
 		return nil, err
 	}
+	if err := checkReplication(ctx, pool, migration.BuildPlan(m, facts), facts); err != nil {
+		return nil, err
+	}
 	factsJSON, err := json.Marshal(facts)
 	if err != nil {
 		return nil, err
@@ -91,4 +95,22 @@ func Submit(ctx context.Context, pool *pgxpool.Pool, m *migration.Migration, con
 		return nil, err
 	}
 	return &Submission{Job: job}, nil
+}
+
+// checkReplication verifies up front that a migration that backfills can
+// keep its new columns in sync: logical replication is available and every
+// backfilled table has a replica identity.
+func checkReplication(ctx context.Context, pool *pgxpool.Pool, plan *migration.Plan, facts *migration.Facts) error {
+	tgts, err := targets(plan, facts)
+	if err != nil || len(tgts) == 0 {
+		return err
+	}
+	if err := replication.CheckRequirements(ctx, pool); err != nil {
+		return err
+	}
+	tables := make([]migration.TableName, len(tgts))
+	for i, t := range tgts {
+		tables[i] = t.Table
+	}
+	return replication.CheckReplicaIdentity(ctx, pool, tables)
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/refit-dev/refit/migration"
+	"github.com/refit-dev/refit/replication"
 )
 
 func newPlanCmd(a *app) *cobra.Command {
@@ -39,6 +40,11 @@ With --dsn (or REFIT_DSN) the migration is also validated against the database
 				conn.Release()
 				if err != nil {
 					return err
+				}
+				if len(migration.BuildPlan(m, facts).Backfills) > 0 {
+					if err := replication.CheckRequirements(cmd.Context(), pool); err != nil {
+						return err
+					}
 				}
 			}
 			printPlan(a.out, m, migration.BuildPlan(m, facts), facts, a.cfg.Backfill.BatchSize, a.cfg.DDL.LockTimeout.String())
@@ -73,6 +79,25 @@ func printPlan(w io.Writer, m *migration.Migration, p *migration.Plan, facts *mi
 		}
 	}
 	section("Expand (before the backfill)", p.Expand)
+	if len(p.Backfills) > 0 {
+		var tables []string
+		for _, b := range p.Backfills {
+			tables = append(tables, b.Table.Quoted())
+		}
+		fmt.Fprintln(w, "\nSync (before the first batch, dropped at complete or abort)")
+		fmt.Fprintf(w, "  - CREATE PUBLICATION refit_job_<id> FOR TABLE %s WITH (publish = 'insert, update')\n", strings.Join(tables, ", "))
+		fmt.Fprintln(w, "    lock: SHARE UPDATE EXCLUSIVE (reads and writes continue) · cost: catalog only · own short transaction")
+		fmt.Fprintln(w, "  - SELECT pg_create_logical_replication_slot('refit_job_<id>', 'pgoutput')")
+		fmt.Fprintln(w, "    lock: none; waits for transactions holding an xid to end (bounded by replication.slot_create_timeout)")
+		fmt.Fprintln(w, "  - then, until contract: every INSERT/UPDATE of the old columns marks its key dirty, and refit runs")
+		for _, b := range p.Backfills {
+			var sets []string
+			for _, s := range b.Sets {
+				sets = append(sets, fmt.Sprintf("%s = (%s)", migration.QuoteIdent(s.Column), s.Expr))
+			}
+			fmt.Fprintf(w, "    UPDATE %s SET %s WHERE key = ANY(dirty keys) AND the new values differ\n", b.Table.Quoted(), strings.Join(sets, ", "))
+		}
+	}
 	fmt.Fprintf(w, "\nBackfill (batches of %d rows, each its own transaction with its checkpoint)\n", batch)
 	if len(p.Backfills) == 0 {
 		fmt.Fprintln(w, "  (nothing)")
