@@ -71,6 +71,9 @@ type Runner struct {
 	StopAtWindow bool
 	// GatePoll is how often a job in the window re-reads its gate (default 1s).
 	GatePoll time.Duration
+	// OnDrained, if set, is called at contract once the stream has been
+	// drained to a sentinel, before the first contract step.
+	OnDrained func(job *state.Job)
 
 	sync *syncer // the running sync of the current Run, if any
 }
@@ -356,6 +359,9 @@ func (r *Runner) contract(ctx context.Context, log *zap.Logger, job *state.Job, 
 				return false, err
 			}
 		}
+	}
+	if r.OnDrained != nil && job.ContractStep == 0 {
+		r.OnDrained(job)
 	}
 	for i := job.ContractStep; i < len(plan.Contract); i++ {
 		s := plan.Contract[i]

@@ -96,16 +96,22 @@ func (a *app) demo(ctx context.Context, rows, rate int, compare bool) (err error
 	}
 	printPlan(indent{out}, m, migration.BuildPlan(m, facts), facts, a.cfg.Backfill.BatchSize, a.cfg.DDL.LockTimeout.String())
 
-	writer := workload.NewWriter(pool, rate, 2, workload.V1)
+	// The application has its own plain sessions (refit's carry refit settings).
+	appPool, err := pgxpool.New(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	defer appPool.Close()
+	writer := workload.NewWriter(appPool, rate, 2, workload.V1)
 	wctx, stopWriter := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); writer.Run(wctx) }()
 	defer func() { stopWriter(); wg.Wait() }()
-	fmt.Fprintf(out, "== application v1 writing (inserts and updates of full_name, ~%d/s)\n", 2*rate)
+	fmt.Fprintf(out, "== application v1 writing (inserts and updates of full_name only, ~%d/s)\n", 2*rate)
 	time.Sleep(500 * time.Millisecond)
 
-	sub, err := worker.Submit(ctx, pool, m, migration.ContractNow, actor("demo"))
+	sub, err := worker.Submit(ctx, pool, m, migration.ContractManual, actor("demo"))
 	if err != nil {
 		return err
 	}
@@ -115,21 +121,30 @@ func (a *app) demo(ctx context.Context, rows, rate int, compare bool) (err error
 	}
 	p := newProgress(indent{out})
 	r := a.runner(pool, store, p)
+	r.GatePoll = 100 * time.Millisecond
 	var verified int64
 	var verifyErr error
 	r.OnPhase = func(job *state.Job, ph state.Phase) {
 		p.phase(job, ph)
-		switch ph {
-		case state.PhaseBackfilling:
+		if ph != state.PhaseSyncing {
+			return
+		}
+		// The window: deploy v2 next to v1, then retire both and open the gate.
+		go func() {
 			writer.SetVersion(workload.V2)
 			fmt.Fprintln(out, "   application v2 deployed: writes full_name, first_name and last_name")
-		case state.PhaseContracting:
+			time.Sleep(time.Second)
 			writer.SetVersion(workload.Retired)
-			fmt.Fprintln(out, "   application v1/v2 retired (the new version no longer needs full_name)")
-			verified, verifyErr = verifySplit(ctx, pool)
-		}
+			fmt.Fprintln(out, "   old versions retired; opening the contract gate (refit complete)")
+			if err := store.OpenContract(ctx, job.ID, actor("demo")); err != nil {
+				verifyErr = err
+			}
+		}()
 	}
-	fmt.Fprintf(out, "== refit run (job %d)\n", sub.Job.ID)
+	r.OnDrained = func(*state.Job) {
+		verified, verifyErr = verifySplit(ctx, pool)
+	}
+	fmt.Fprintf(out, "== refit run (job %d): v1 keeps writing old columns; the stream keeps the new ones in sync\n", sub.Job.ID)
 	outcome, err := r.Run(ctx, sub.Job.ID)
 	p.flush()
 	if err != nil {
@@ -151,15 +166,21 @@ func (a *app) demo(ctx context.Context, rows, rate int, compare bool) (err error
 		return err
 	}
 	fmt.Fprintln(out, "== phase timings")
-	for i, e := range events {
-		if i+1 < len(events) {
-			fmt.Fprintf(out, "   %-12s %10s\n", e.To, events[i+1].At.Sub(e.At).Round(time.Millisecond))
+	// Phase changes only (the gate opening is an event inside syncing).
+	var changes []state.Event
+	for _, e := range events {
+		if e.From != e.To {
+			changes = append(changes, e)
 		}
 	}
 	var backfillTime time.Duration
-	for i, e := range events {
-		if e.To == state.PhaseBackfilling.String() && i+1 < len(events) {
-			backfillTime = events[i+1].At.Sub(e.At)
+	for i, e := range changes {
+		if i+1 < len(changes) {
+			d := changes[i+1].At.Sub(e.At)
+			fmt.Fprintf(out, "   %-12s %10s\n", e.To, d.Round(time.Millisecond))
+			if e.To == state.PhaseBackfilling.String() {
+				backfillTime = d
+			}
 		}
 	}
 	total := events[len(events)-1].At.Sub(events[0].At)
@@ -175,7 +196,8 @@ func (a *app) demo(ctx context.Context, rows, rate int, compare bool) (err error
 	if ws.LastErr != nil {
 		fmt.Fprintf(out, "   last application error: %v\n", ws.LastErr)
 	}
-	fmt.Fprintf(out, "   verified before contract: all %d rows have first_name/last_name = split of full_name\n", verified)
+	fmt.Fprintf(out, "   sync: %d keys applied from the stream\n", job.Sync.KeysApplied)
+	fmt.Fprintf(out, "   verified after the drain, before contract: all %d rows have first_name/last_name = split of full_name\n", verified)
 	checks, err := verifyContracted(ctx, pool)
 	if err != nil {
 		return err

@@ -145,6 +145,9 @@ func (p *progress) phase(job *state.Job, ph state.Phase) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	fmt.Fprintf(p.w, "phase %s\n", ph)
+	if ph == state.PhaseBackfilling {
+		p.start, p.startRows = time.Now(), job.RowsDone
+	}
 }
 
 func (p *progress) batch(job *state.Job, b backfill.Progress) {
@@ -152,8 +155,7 @@ func (p *progress) batch(job *state.Job, b backfill.Progress) {
 	defer p.mu.Unlock()
 	now := time.Now()
 	if p.start.IsZero() {
-		p.start, p.startRows = now, b.RowsDone-int64(b.BatchSize)
-		p.startRows = max(p.startRows, 0)
+		p.start, p.startRows = now, 0
 	}
 	elapsed := now.Sub(p.start).Seconds()
 	rate := 0.0
