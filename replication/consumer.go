@@ -341,6 +341,14 @@ func (c *Consumer) handle(ctx context.Context, st *loopState, msg pgproto3.Backe
 }
 
 func (c *Consumer) decode(st *loopState, xld pglogrepl.XLogData) error {
+	// Row changes of refit's own transactions (the backfill's thousands of
+	// rows per batch) are dropped unparsed: only the message type is read.
+	if st.cur.ours && len(xld.WALData) > 0 {
+		switch pglogrepl.MessageType(xld.WALData[0]) {
+		case pglogrepl.MessageTypeInsert, pglogrepl.MessageTypeUpdate, pglogrepl.MessageTypeDelete:
+			return nil
+		}
+	}
 	lm, err := pglogrepl.Parse(xld.WALData)
 	if err != nil {
 		return fmt.Errorf("parse logical message: %w", err)

@@ -57,6 +57,12 @@ type Config struct {
 	FailRetainedWAL int64 `mapstructure:"fail_retained_wal" json:"fail_retained_wal"`
 	// ApplyLockTimeout bounds the apply transaction's waits for row locks.
 	ApplyLockTimeout time.Duration `mapstructure:"apply_lock_timeout" json:"apply_lock_timeout"`
+	// MaxDecodeBacklog holds the next backfill batch while the job's
+	// walsender has more than this many bytes of WAL still to decode
+	// (bytes; 0 = off). The backfill writes WAL faster than one walsender
+	// decodes it; without this bound the application's changes queue behind
+	// the backfill's in the stream and the sync lag grows with the table.
+	MaxDecodeBacklog int64 `mapstructure:"max_decode_backlog" json:"max_decode_backlog"`
 }
 
 // DefaultConfig returns the built-in defaults.
@@ -70,6 +76,7 @@ func DefaultConfig() Config {
 		MaxRetainedWAL:    1 << 30,  // 1 GiB
 		FailRetainedWAL:   16 << 30, // 16 GiB
 		ApplyLockTimeout:  time.Second,
+		MaxDecodeBacklog:  4 << 20, // 4 MiB
 	}
 }
 
@@ -82,7 +89,7 @@ func (c Config) Validate() error {
 	if c.MaxPendingKeys < 1 {
 		errs = append(errs, errors.New("replication.max_pending_keys must be >= 1"))
 	}
-	if c.MaxRetainedWAL < 0 || c.FailRetainedWAL < 0 {
+	if c.MaxRetainedWAL < 0 || c.FailRetainedWAL < 0 || c.MaxDecodeBacklog < 0 {
 		errs = append(errs, errors.New("replication retained WAL limits must be >= 0"))
 	}
 	if c.FailRetainedWAL > 0 && c.MaxRetainedWAL > c.FailRetainedWAL {
@@ -413,4 +420,17 @@ func retryInUse(ctx context.Context, f func() error) error {
 		}
 	}
 	return err
+}
+
+// DecodeBacklog returns how many bytes of WAL the job's walsender has not
+// decoded yet (current WAL position − its sent position); ok is false when
+// no walsender streams the job's slot.
+func DecodeBacklog(ctx context.Context, q Querier, jobID int64) (backlog int64, ok bool, err error) {
+	err = q.QueryRow(ctx, `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), r.sent_lsn)::bigint
+		FROM pg_replication_slots s JOIN pg_stat_replication r ON r.pid = s.active_pid
+		WHERE s.slot_name = $1`, SlotName(jobID)).Scan(&backlog)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, false, nil
+	}
+	return backlog, err == nil, err
 }

@@ -71,6 +71,9 @@ type Runner struct {
 	StopAtWindow bool
 	// GatePoll is how often a job in the window re-reads its gate (default 1s).
 	GatePoll time.Duration
+	// OnSyncStopped, if set, receives the consumer's final figures (keys
+	// applied, commit→apply lags) each time a sync of this runner stops.
+	OnSyncStopped func(replication.Stats)
 	// OnDrained, if set, is called at contract once the stream has been
 	// drained to a sentinel, before the first contract step.
 	OnDrained func(job *state.Job)

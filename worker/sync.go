@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 
 	"github.com/refit-dev/refit/migration"
@@ -30,6 +31,14 @@ type syncer struct {
 	// throttled is set while the slot retains more than MaxRetainedWAL.
 	throttled atomic.Bool
 	once      sync.Once
+	onStop    func(replication.Stats)
+
+	pool       *pgxpool.Pool
+	jobID      int64
+	maxBacklog int64
+	reasonMu   sync.Mutex
+	reason     string
+	onThrottle func(ctx context.Context, reason string)
 }
 
 // targets returns the tables the job keeps in sync (those it backfills).
@@ -90,7 +99,11 @@ func (r *Runner) prepareReplication(ctx context.Context, log *zap.Logger, job *s
 // consumer's error if it stops by itself.
 func (r *Runner) startSync(ctx context.Context, log *zap.Logger, job *state.Job, tgts []replication.Target, failRun context.CancelCauseFunc) *syncer {
 	ctx, cancel := context.WithCancel(ctx)
-	s := &syncer{cancel: cancel, done: make(chan struct{})}
+	s := &syncer{cancel: cancel, done: make(chan struct{}), onStop: r.OnSyncStopped,
+		pool: r.Pool, jobID: job.ID, maxBacklog: r.Replication.MaxDecodeBacklog,
+		onThrottle: func(ctx context.Context, reason string) {
+			_ = r.Store.SetThrottled(context.WithoutCancel(ctx), job.ID, reason) //nolint:errcheck // status only
+		}}
 	s.consumer = replication.NewConsumer(r.Pool, job.ID, tgts, r.Replication, r.Log)
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -118,6 +131,9 @@ func (s *syncer) stop() {
 	s.once.Do(func() {
 		s.cancel()
 		<-s.done
+		if s.onStop != nil {
+			s.onStop(s.consumer.Stats())
+		}
 	})
 }
 
@@ -151,22 +167,49 @@ func (r *Runner) monitor(ctx context.Context, log *zap.Logger, jobID int64, s *s
 		case r.Replication.MaxRetainedWAL > 0 && info.RetainedBytes > r.Replication.MaxRetainedWAL:
 			if !s.throttled.Swap(true) {
 				log.Warn("backfill throttled: slot retains too much WAL", zap.Int64("retained_bytes", info.RetainedBytes), zap.Int64("limit", r.Replication.MaxRetainedWAL))
-				_ = r.Store.SetThrottled(ctx, jobID, "slot_retained_wal") //nolint:errcheck // status only
 			}
 		default:
 			if s.throttled.Swap(false) {
 				log.Info("backfill throttle released", zap.Int64("retained_bytes", info.RetainedBytes))
-				_ = r.Store.SetThrottled(ctx, jobID, "") //nolint:errcheck // status only
 			}
 		}
 	}
 }
 
-// throttle blocks while the syncer says the slot retains too much WAL.
-// While throttled refit writes nothing but its status.
+// throttle holds the next backfill batch while the slot retains too much
+// WAL (checked by the monitor) or the walsender is too far behind in
+// decoding (checked here, before every batch: it is one cheap query). While
+// throttled refit writes nothing but its status.
 func (s *syncer) throttle(ctx context.Context) error {
-	for s != nil && s.throttled.Load() {
-		t := time.NewTimer(200 * time.Millisecond)
+	if s == nil {
+		return nil
+	}
+	reason := ""
+	defer func() {
+		if reason != "" {
+			s.setThrottled(ctx, "")
+		}
+	}()
+	for {
+		switch {
+		case s.throttled.Load():
+			reason = "slot_retained_wal"
+		case s.maxBacklog > 0:
+			backlog, ok, err := replication.DecodeBacklog(ctx, s.pool, s.jobID)
+			if err != nil {
+				return err
+			}
+			if !ok || backlog <= s.maxBacklog {
+				return nil
+			}
+			if reason != "sync_decode_backlog" {
+				reason = "sync_decode_backlog"
+				s.setThrottled(ctx, reason)
+			}
+		default:
+			return nil
+		}
+		t := time.NewTimer(10 * time.Millisecond)
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -174,7 +217,17 @@ func (s *syncer) throttle(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
-	return nil
+}
+
+// setThrottled records the throttle reason when it changes.
+func (s *syncer) setThrottled(ctx context.Context, reason string) {
+	s.reasonMu.Lock()
+	same := s.reason == reason
+	s.reason = reason
+	s.reasonMu.Unlock()
+	if !same && s.onThrottle != nil {
+		s.onThrottle(ctx, reason)
+	}
 }
 
 // tagSession is the backfill's session hook: tag its writes with an origin.

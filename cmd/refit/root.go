@@ -79,7 +79,7 @@ func newRoot(a *app) *cobra.Command {
 	pf.String("log-level", "", "log level: debug, info, warn, error")
 	pf.String("log-format", "", "log format: console or json")
 	a.flags = pf
-	root.AddCommand(newPlanCmd(a), newRunCmd(a), newCompleteCmd(a), newStatusCmd(a), newAbortCmd(a), newDemoCmd(a))
+	root.AddCommand(newPlanCmd(a), newRunCmd(a), newCompleteCmd(a), newStatusCmd(a), newAbortCmd(a), newDemoCmd(a), newBenchCmd(a))
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	return root
 }

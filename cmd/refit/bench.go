@@ -1,0 +1,291 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"runtime/pprof"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/spf13/cobra"
+
+	"github.com/refit-dev/refit/backfill"
+	"github.com/refit-dev/refit/examples"
+	"github.com/refit-dev/refit/internal/pgtest"
+	"github.com/refit-dev/refit/internal/workload"
+	"github.com/refit-dev/refit/migration"
+	"github.com/refit-dev/refit/replication"
+	"github.com/refit-dev/refit/state"
+	"github.com/refit-dev/refit/worker"
+)
+
+// benchResult is what `refit bench` measures, printed as markdown and JSON.
+type benchResult struct {
+	Rows              int     `json:"rows"`
+	PostgresVersion   int     `json:"postgres_version"`
+	WriterRate        int     `json:"writer_rate_per_s"`
+	SingleUpdateS     float64 `json:"single_update_s"`
+	SingleUpdateRowsS float64 `json:"single_update_rows_per_s"`
+	BackfillS         float64 `json:"backfill_s"`
+	BackfillRowsS     float64 `json:"backfill_rows_per_s"`
+	BackfillRatio     float64 `json:"backfill_vs_single_update"`
+	Baseline          latency `json:"writer_baseline"`
+	During            latency `json:"writer_during_migration"`
+	WriterP99Ratio    float64 `json:"writer_p99_ratio"`
+	SyncLag           latency `json:"sync_lag"`
+	SyncTransactions  int64   `json:"sync_transactions_applied"`
+	SyncKeys          int64   `json:"sync_keys_applied"`
+	MaxLockWaitMS     float64 `json:"max_lock_wait_on_refit_ms"`
+	LockTimeoutMS     float64 `json:"lock_timeout_ms"`
+	TotalS            float64 `json:"migration_total_s"`
+}
+
+type latency struct {
+	Count int64   `json:"count"`
+	P50ms float64 `json:"p50_ms"`
+	P99ms float64 `json:"p99_ms"`
+	MaxMS float64 `json:"max_ms"`
+}
+
+func newBenchCmd(a *app) *cobra.Command {
+	var rows, rate int
+	var baseline, window time.Duration
+	var jsonOut, cpuProfile string
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure backfill throughput, sync lag and the application's latency on a throwaway PostgreSQL",
+		Long: `Build a users table of --rows rows on a throwaway PostgreSQL and measure, in
+one run on the same data:
+  - a single UPDATE of every row (on a copy): the in-database limit;
+  - refit's backfill of the example migration with default settings;
+  - a writer at --rate writes/s playing the old application (it writes only
+    the old column): its latency with no migration (--baseline) and during
+    backfill and sync, and the sync lag from its commits to the new columns
+    being applied;
+  - the longest time any session was seen waiting on a lock held by refit.
+Prints a markdown table; --json writes the figures as JSON.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cpuProfile != "" {
+				f, err := os.Create(cpuProfile)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return err
+				}
+				defer pprof.StopCPUProfile()
+			}
+			res, err := a.bench(cmd.Context(), rows, rate, baseline, window)
+			if err != nil {
+				return err
+			}
+			printBench(a.out, res)
+			if jsonOut != "" {
+				b, err := json.MarshalIndent(res, "", "  ")
+				if err != nil {
+					return err
+				}
+				return os.WriteFile(jsonOut, append(b, '\n'), 0o644)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().IntVar(&rows, "rows", 1_000_000, "rows in the table")
+	cmd.Flags().IntVar(&rate, "rate", 500, "writes per second of the application writer")
+	cmd.Flags().DurationVar(&baseline, "baseline", 10*time.Second, "how long to measure the writer without a migration")
+	cmd.Flags().DurationVar(&window, "window", 5*time.Second, "how long the writer keeps writing in the window after the backfill")
+	cmd.Flags().StringVar(&jsonOut, "json", "", "also write the results as JSON to this file")
+	cmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a Go CPU profile of refit to this file")
+	cmd.Flags().Int("batch-size", 0, "rows per backfill batch (backfill.batch_size)")
+	return cmd
+}
+
+func (a *app) bench(ctx context.Context, rows, rate int, baseline, window time.Duration) (res benchResult, err error) {
+	res.Rows, res.WriterRate, res.LockTimeoutMS = rows, rate, ms(a.cfg.DDL.LockTimeout)
+	log := a.errOut
+	fmt.Fprintln(log, "bench: starting a throwaway PostgreSQL")
+	cluster, err := pgtest.Start(ctx, pgtest.Options{Logger: a.log})
+	if err != nil {
+		return res, err
+	}
+	defer func() {
+		if stopErr := cluster.Stop(); stopErr != nil && err == nil {
+			err = stopErr
+		}
+	}()
+	res.PostgresVersion = cluster.Version()
+	dsn, err := cluster.CreateDatabase(ctx, "refit_bench")
+	if err != nil {
+		return res, err
+	}
+	a.cfg.DSN = dsn
+	pool, err := a.connect(ctx)
+	if err != nil {
+		return res, err
+	}
+	defer pool.Close()
+	appPool, err := pgxpool.New(ctx, dsn)
+	if err != nil {
+		return res, err
+	}
+	defer appPool.Close()
+
+	fmt.Fprintf(log, "bench: creating users with %d rows\n", rows)
+	if err := workload.CreateUsers(ctx, pool, rows); err != nil {
+		return res, err
+	}
+	fmt.Fprintln(log, "bench: single UPDATE of every row (on a copy)")
+	single, err := singleUpdate(ctx, pool)
+	if err != nil {
+		return res, err
+	}
+	res.SingleUpdateS, res.SingleUpdateRowsS = single.Seconds(), float64(rows)/single.Seconds()
+
+	workers := 4
+	perWorker := max(rate/workers, 1)
+	fmt.Fprintf(log, "bench: writer baseline, %d writes/s for %s\n", perWorker*workers, baseline)
+	base := workload.NewWriter(appPool, perWorker, workers, workload.V1)
+	bctx, bcancel := context.WithTimeout(ctx, baseline)
+	base.Run(bctx)
+	bcancel()
+	res.Baseline = latencyOf(base.Stats())
+
+	m, err := migration.Parse("examples/split_full_name.yaml", examples.SplitFullName)
+	if err != nil {
+		return res, err
+	}
+	sub, err := worker.Submit(ctx, pool, m, migration.ContractManual, actor("bench"))
+	if err != nil {
+		return res, err
+	}
+	store, err := state.Open(ctx, pool)
+	if err != nil {
+		return res, err
+	}
+	w := workload.NewWriter(appPool, perWorker, workers, workload.V1)
+	wctx, wstop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); w.Run(wctx) }()
+	var maxWait time.Duration
+	go func() { defer wg.Done(); maxWait = sampleLockWaits(wctx, dsn) }()
+	stopWriter := sync.OnceFunc(func() { wstop(); wg.Wait() })
+	defer stopWriter()
+
+	r := a.runner(pool, store, nil)
+	r.GatePoll = 100 * time.Millisecond
+	var mu sync.Mutex
+	var bfStart, bfEnd time.Time
+	var syncStats replication.Stats
+	r.OnPhase = func(job *state.Job, ph state.Phase) {
+		fmt.Fprintf(log, "bench: phase %s\n", ph)
+		mu.Lock()
+		defer mu.Unlock()
+		switch ph {
+		case state.PhaseBackfilling:
+			bfStart = time.Now()
+		case state.PhaseSyncing:
+			go func() {
+				time.Sleep(window)
+				stopWriter()
+				if err := store.OpenContract(ctx, job.ID, actor("bench")); err != nil {
+					fmt.Fprintln(log, "bench: open contract:", err)
+				}
+			}()
+		}
+	}
+	r.OnBatch = func(_ *state.Job, _ backfill.Progress) {
+		mu.Lock()
+		bfEnd = time.Now()
+		mu.Unlock()
+	}
+	r.OnSyncStopped = func(s replication.Stats) {
+		mu.Lock()
+		defer mu.Unlock()
+		if s.TxApplied >= syncStats.TxApplied {
+			syncStats = s
+		}
+	}
+	start := time.Now()
+	if _, err := r.Run(ctx, sub.Job.ID); err != nil {
+		return res, err
+	}
+	res.TotalS = time.Since(start).Seconds()
+	stopWriter()
+	mu.Lock()
+	defer mu.Unlock()
+	res.BackfillS = bfEnd.Sub(bfStart).Seconds()
+	res.BackfillRowsS = float64(rows) / res.BackfillS
+	res.BackfillRatio = res.BackfillRowsS / res.SingleUpdateRowsS
+	res.During = latencyOf(w.Stats())
+	if res.Baseline.P99ms > 0 {
+		res.WriterP99Ratio = res.During.P99ms / res.Baseline.P99ms
+	}
+	res.SyncLag = latencyOfDurations(syncStats.Lags)
+	res.SyncTransactions, res.SyncKeys = syncStats.TxApplied, syncStats.KeysApplied
+	res.MaxLockWaitMS = ms(maxWait)
+	return res, nil
+}
+
+// sampleLockWaits polls pg_locks every 10 ms until ctx ends and returns the
+// longest wait seen of any session on a lock held by a refit session.
+func sampleLockWaits(ctx context.Context, dsn string) time.Duration {
+	conn, err := pgx.Connect(context.WithoutCancel(ctx), dsn)
+	if err != nil {
+		return 0
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var longest time.Duration
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return longest
+		case <-t.C:
+		}
+		var us int64
+		err := conn.QueryRow(ctx, `SELECT coalesce(max(extract(epoch FROM clock_timestamp() - l.waitstart) * 1e6), 0)::bigint
+			FROM pg_locks l WHERE NOT l.granted AND l.waitstart IS NOT NULL
+			  AND EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = ANY(pg_blocking_pids(l.pid)) AND a.application_name LIKE 'refit%')`).Scan(&us)
+		if err == nil && time.Duration(us)*time.Microsecond > longest {
+			longest = time.Duration(us) * time.Microsecond
+		}
+	}
+}
+
+func latencyOf(s workload.Stats) latency {
+	return latency{Count: s.Inserts + s.Updates, P50ms: ms(s.P50), P99ms: ms(s.P99), MaxMS: ms(s.Max)}
+}
+
+func latencyOfDurations(d []time.Duration) latency {
+	if len(d) == 0 {
+		return latency{}
+	}
+	s := append([]time.Duration(nil), d...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return latency{Count: int64(len(s)), P50ms: ms(s[len(s)/2]), P99ms: ms(s[min(len(s)-1, len(s)*99/100)]), MaxMS: ms(s[len(s)-1])}
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func printBench(w io.Writer, r benchResult) {
+	fmt.Fprintf(w, "## refit bench — %d rows, PostgreSQL %d, writer %d writes/s\n\n", r.Rows, r.PostgresVersion, r.WriterRate)
+	fmt.Fprintln(w, "| measure | value |")
+	fmt.Fprintln(w, "|---|---|")
+	fmt.Fprintf(w, "| single UPDATE of all rows | %.2f s (%.0f rows/s) |\n", r.SingleUpdateS, r.SingleUpdateRowsS)
+	fmt.Fprintf(w, "| refit backfill, default settings, writer running | %.2f s (%.0f rows/s, %.2f× single UPDATE) |\n", r.BackfillS, r.BackfillRowsS, r.BackfillRatio)
+	fmt.Fprintf(w, "| writer latency, no migration (n=%d) | p50 %.2f ms · p99 %.2f ms · max %.2f ms |\n", r.Baseline.Count, r.Baseline.P50ms, r.Baseline.P99ms, r.Baseline.MaxMS)
+	fmt.Fprintf(w, "| writer latency, during backfill + sync (n=%d) | p50 %.2f ms · p99 %.2f ms · max %.2f ms (p99 %.2f× baseline) |\n", r.During.Count, r.During.P50ms, r.During.P99ms, r.During.MaxMS, r.WriterP99Ratio)
+	fmt.Fprintf(w, "| sync lag, commit → new columns applied (%d transactions, %d keys) | p50 %.1f ms · p99 %.1f ms · max %.1f ms |\n", r.SyncTransactions, r.SyncKeys, r.SyncLag.P50ms, r.SyncLag.P99ms, r.SyncLag.MaxMS)
+	fmt.Fprintf(w, "| longest wait of any session on a refit lock (sampled every 10 ms) | %.1f ms (lock_timeout %.0f ms) |\n", r.MaxLockWaitMS, r.LockTimeoutMS)
+	fmt.Fprintf(w, "| migration total (expand → complete, incl. %s window) | %.2f s |\n", "the", r.TotalS)
+}
