@@ -426,7 +426,7 @@ func retryInUse(ctx context.Context, f func() error) error {
 // decoded yet (current WAL position − its sent position); ok is false when
 // no walsender streams the job's slot.
 func DecodeBacklog(ctx context.Context, q Querier, jobID int64) (backlog int64, ok bool, err error) {
-	err = q.QueryRow(ctx, `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), r.sent_lsn)::bigint
+	err = q.QueryRow(ctx, `SELECT coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), r.sent_lsn), 0)::bigint
 		FROM pg_replication_slots s JOIN pg_stat_replication r ON r.pid = s.active_pid
 		WHERE s.slot_name = $1`, SlotName(jobID)).Scan(&backlog)
 	if errors.Is(err, pgx.ErrNoRows) {

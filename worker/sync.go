@@ -184,13 +184,14 @@ func (s *syncer) throttle(ctx context.Context) error {
 	if s == nil {
 		return nil
 	}
-	reason := ""
+	throttled := false
 	defer func() {
-		if reason != "" {
+		if throttled {
 			s.setThrottled(ctx, "")
 		}
 	}()
 	for {
+		reason := ""
 		switch {
 		case s.throttled.Load():
 			reason = "slot_retained_wal"
@@ -199,16 +200,15 @@ func (s *syncer) throttle(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			if !ok || backlog <= s.maxBacklog {
-				return nil
-			}
-			if reason != "sync_decode_backlog" {
+			if ok && backlog > s.maxBacklog {
 				reason = "sync_decode_backlog"
-				s.setThrottled(ctx, reason)
 			}
-		default:
+		}
+		if reason == "" {
 			return nil
 		}
+		throttled = true
+		s.setThrottled(ctx, reason)
 		t := time.NewTimer(10 * time.Millisecond)
 		select {
 		case <-ctx.Done():

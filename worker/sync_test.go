@@ -3,6 +3,7 @@ package worker_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -268,4 +269,80 @@ func TestSweepOrphans(t *testing.T) {
 	if got, want := replicationObjects(t, pool), fmt.Sprintf("%s|%s|refit_j%d_apply,refit_j%d_b0", live, live, sub.Job.ID, sub.Job.ID); got != want {
 		t.Fatalf("after sweep: %q, want %q", got, want)
 	}
+}
+
+// TestRetainedWALLimits: past replication.max_retained_wal the backfill
+// pauses (and the status names why); past replication.fail_retained_wal the
+// job fails and its slot is dropped, and a retry backfills again from the
+// start so that nothing of the gap is lost.
+func TestRetainedWALLimits(t *testing.T) {
+	ctx := context.Background()
+	pool := newPool(t)
+	m := docsSetup(t, pool)
+	sub, err := worker.Submit(ctx, pool, m, migration.ContractNow, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Soft limit: batches stop while the slot retains more than 1 byte.
+	r := newRunner(t, pool, zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel)))
+	r.Replication.MaxRetainedWAL = 1
+	r.Replication.StatusInterval = 100 * time.Millisecond
+	r.Backfill.BatchSize = 200
+	r.Backfill.Sleep = 20 * time.Millisecond
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { _, err := r.Run(rctx, sub.Job.ID); done <- err }()
+	stopRun := sync.OnceFunc(func() { cancel(); <-done })
+	defer stopRun()
+	var job *state.Job
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if job, err = r.Store.Get(ctx, sub.Job.ID); err != nil {
+			t.Fatal(err)
+		}
+		if job.ThrottledBy == "slot_retained_wal" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("never throttled: %+v", job)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // the batch in flight finishes
+	before, _ := r.Store.Get(ctx, sub.Job.ID)
+	time.Sleep(time.Second)
+	after, _ := r.Store.Get(ctx, sub.Job.ID)
+	if after.RowsDone != before.RowsDone || after.RowsDone >= 20000 {
+		t.Fatalf("backfill kept writing while throttled: %d → %d rows", before.RowsDone, after.RowsDone)
+	}
+	stopRun()
+	t.Logf("throttled at %d rows", after.RowsDone)
+
+	// Hard limit: the job fails and the slot is dropped.
+	r = newRunner(t, pool, zaptest.NewLogger(t, zaptest.Level(zap.FatalLevel)))
+	r.Replication.MaxRetainedWAL, r.Replication.FailRetainedWAL = 0, 1
+	r.Replication.StatusInterval = 100 * time.Millisecond
+	r.Backfill.BatchSize = 200
+	r.Backfill.Sleep = 20 * time.Millisecond
+	if _, err := r.Run(ctx, sub.Job.ID); err == nil || !strings.Contains(err.Error(), "retains too much WAL") {
+		t.Fatalf("run past the hard limit: %v", err)
+	}
+	if job, err = r.Store.Get(ctx, sub.Job.ID); err != nil || job.Phase != state.PhaseFailed {
+		t.Fatalf("job: %+v %v", job, err)
+	}
+	if info, err := replication.Slot(ctx, pool, sub.Job.ID); err != nil || info.Exists {
+		t.Fatalf("slot still there after the hard limit: %+v %v", info, err)
+	}
+
+	// Retry with sane limits while the old application writes: the slot is
+	// recreated, the backfill starts over, every row ends right.
+	stopApp := startOldApp(t, pool, 2)
+	r = newRunner(t, pool, zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel)))
+	r.GatePoll = 100 * time.Millisecond
+	r.OnDrained = func(*state.Job) { stopApp() }
+	if out, err := r.Run(ctx, sub.Job.ID); err != nil || out != worker.OutcomeCompleted {
+		t.Fatalf("retry: %v %v", out, err)
+	}
+	verifyDocs(t, pool)
 }
