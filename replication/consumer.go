@@ -157,23 +157,6 @@ type loopState struct {
 // Run consumes the slot until ctx is done or an error occurs. It resumes
 // from the slot's confirmed position (never from IDENTIFY_SYSTEM's).
 func (c *Consumer) Run(ctx context.Context) (err error) {
-	apply, err := c.pool.Acquire(ctx)
-	if err != nil {
-		return fmt.Errorf("acquire apply connection: %w", err)
-	}
-	defer apply.Release()
-	if _, err := apply.Exec(ctx, "SELECT set_config('application_name', $1, false)", AppName(c.jobID, "apply")); err != nil {
-		return fmt.Errorf("name apply session: %w", err)
-	}
-	if err := c.tagOrigin(ctx, apply, "apply"); err != nil {
-		return err
-	}
-	defer func() {
-		if _, rerr := apply.Exec(context.WithoutCancel(ctx), "SELECT pg_replication_origin_session_reset(); RESET application_name"); rerr != nil {
-			apply.Conn().Close(context.WithoutCancel(ctx)) //nolint:errcheck // discard the connection
-		}
-	}()
-
 	cfg := c.pool.Config().ConnConfig.Config.Copy()
 	if cfg.RuntimeParams == nil {
 		cfg.RuntimeParams = map[string]string{}
@@ -204,6 +187,25 @@ func (c *Consumer) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("start replication on %s: %w", SlotName(c.jobID), err)
 	}
+	// The apply session is tagged only once the stream is open: a Run that
+	// cannot start (its slot was dropped) must not recreate the job's
+	// origin behind Drop.
+	apply, err := c.pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("acquire apply connection: %w", err)
+	}
+	defer apply.Release()
+	if _, err := apply.Exec(ctx, "SELECT set_config('application_name', $1, false)", AppName(c.jobID, "apply")); err != nil {
+		return fmt.Errorf("name apply session: %w", err)
+	}
+	if err := c.tagOrigin(ctx, apply, "apply"); err != nil {
+		return err
+	}
+	defer func() {
+		if _, rerr := apply.Exec(context.WithoutCancel(ctx), "SELECT pg_replication_origin_session_reset(); RESET application_name"); rerr != nil {
+			apply.Conn().Close(context.WithoutCancel(ctx)) //nolint:errcheck // discard the connection
+		}
+	}()
 	c.log.Info("sync consumer started", zap.String("slot", SlotName(c.jobID)))
 	st := &loopState{conn: conn, relations: map[uint32]*relation{}, pending: map[*Target]map[string][]string{}, apply: apply, lastStatus: time.Now()}
 	for {

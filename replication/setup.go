@@ -126,15 +126,23 @@ type Querier interface {
 }
 
 // CheckRequirements verifies, up front, what logical replication needs and
-// says exactly what to change.
-func CheckRequirements(ctx context.Context, q Querier) error {
+// says exactly what to change. The slots of the given jobs (in this
+// database) do not count as used: a job that already has its slot needs no
+// new one, so a retried job is not refused because its own slot took the
+// last free one.
+func CheckRequirements(ctx context.Context, q Querier, jobIDs ...int64) error {
+	own := make([]string, len(jobIDs))
+	for i, id := range jobIDs {
+		own[i] = SlotName(id)
+	}
 	var walLevel string
 	var version, maxSlots, usedSlots, maxSenders, usedSenders int
 	var canReplicate bool
 	err := q.QueryRow(ctx, `SELECT current_setting('wal_level'), current_setting('server_version_num')::int,
-		current_setting('max_replication_slots')::int, (SELECT count(*) FROM pg_replication_slots)::int,
+		current_setting('max_replication_slots')::int,
+		(SELECT count(*) FROM pg_replication_slots WHERE NOT (slot_name = ANY($1::text[]) AND database IS NOT DISTINCT FROM current_database()))::int,
 		current_setting('max_wal_senders')::int, (SELECT count(*) FROM pg_stat_replication)::int,
-		(SELECT rolsuper OR rolreplication FROM pg_roles WHERE rolname = current_user)`).
+		(SELECT rolsuper OR rolreplication FROM pg_roles WHERE rolname = current_user)`, own).
 		Scan(&walLevel, &version, &maxSlots, &usedSlots, &maxSenders, &usedSenders, &canReplicate)
 	if err != nil {
 		return fmt.Errorf("check replication settings: %w", err)
@@ -167,14 +175,19 @@ func CheckRequirements(ctx context.Context, q Querier) error {
 func CheckReplicaIdentity(ctx context.Context, q Querier, tables []migration.TableName) error {
 	for _, t := range tables {
 		var ident string
-		var hasPK bool
-		err := q.QueryRow(ctx, `SELECT c.relreplident::text, EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)
-			FROM pg_class c WHERE c.oid = to_regclass($1)`, t.Quoted()).Scan(&ident, &hasPK)
+		var hasPK, hasIdentIndex bool
+		err := q.QueryRow(ctx, `SELECT c.relreplident::text, EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary),
+			EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident)
+			FROM pg_class c WHERE c.oid = to_regclass($1)`, t.Quoted()).Scan(&ident, &hasPK, &hasIdentIndex)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("replica identity of %s: no such table", t)
+		}
 		if err != nil {
 			return fmt.Errorf("replica identity of %s: %w", t, err)
 		}
 		switch {
-		case ident == "n", ident == "d" && !hasPK:
+		// USING INDEX whose index was dropped since behaves as NOTHING.
+		case ident == "n", ident == "d" && !hasPK, ident == "i" && !hasIdentIndex:
 			return fmt.Errorf("table %s has no replica identity: its UPDATEs would fail once it is published. "+
 				"Run ALTER TABLE %s REPLICA IDENTITY USING INDEX <unique index on NOT NULL columns> first", t, t.Quoted())
 		}
@@ -215,7 +228,7 @@ func Slot(ctx context.Context, q Querier, jobID int64) (SlotInfo, error) {
 	err := q.QueryRow(ctx, `SELECT active, coalesce(confirmed_flush_lsn::text, ''),
 		coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn), 0)::bigint,
 		coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn), 0)::bigint
-		FROM pg_replication_slots WHERE slot_name = $1`, SlotName(jobID)).Scan(&s.Active, &s.ConfirmedLSN, &s.RetainedBytes, &s.LagBytes)
+		FROM pg_replication_slots WHERE slot_name = $1 AND database = current_database()`, SlotName(jobID)).Scan(&s.Active, &s.ConfirmedLSN, &s.RetainedBytes, &s.LagBytes)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return SlotInfo{}, nil
 	}
@@ -284,22 +297,84 @@ func EnsureSlot(ctx context.Context, pool *pgxpool.Pool, jobID int64, timeout ti
 			return false, fmt.Errorf("cannot create replication slot: %s", b)
 		}
 	}
-	cctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	_, err = pool.Exec(cctx, "SELECT pg_create_logical_replication_slot($1, 'pgoutput')", SlotName(jobID))
+	// The creation runs on a connection of its own and is cancelled on the
+	// server when the wait is over: merely abandoning the client side would
+	// let the creation run on, and complete and persist the slot as soon as
+	// the blockers end, behind the caller's back.
+	conn, err := pool.Acquire(ctx)
 	if err != nil {
-		if cctx.Err() != nil && ctx.Err() == nil {
-			still, lerr := SlotBlockers(ctx, pool)
-			msgs := make([]string, len(still))
-			for i, b := range still {
-				msgs[i] = b.String()
-			}
-			return false, errors.Join(fmt.Errorf("creating replication slot %s waited %s for open transactions to finish (replication.slot_create_timeout); still open:\n  %s",
-				SlotName(jobID), timeout, strings.Join(msgs, "\n  ")), lerr)
-		}
 		return false, fmt.Errorf("create replication slot %s: %w", SlotName(jobID), err)
 	}
-	return true, nil
+	// ectx is cancelled only as a last resort (see cancelSlotCreation).
+	ectx, ecancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer ecancel()
+	res := make(chan error, 1)
+	go func() {
+		_, err := conn.Exec(ectx, "SELECT pg_create_logical_replication_slot($1, 'pgoutput')", SlotName(jobID))
+		res <- err
+	}()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	abandoned := false
+	select {
+	case err = <-res:
+	case <-timer.C:
+		abandoned = true
+	case <-ctx.Done():
+		abandoned = true
+	}
+	if abandoned {
+		err = cancelSlotCreation(ctx, conn, res, ecancel)
+	}
+	conn.Release()
+	var pgErr *pgconn.PgError
+	switch {
+	case err == nil:
+		return true, nil
+	case abandoned && ctx.Err() != nil:
+		return false, errors.Join(ctx.Err(), err)
+	case abandoned && errors.As(err, &pgErr) && pgErr.Code == "57014": // query_canceled: by us
+		still, lerr := SlotBlockers(ctx, pool)
+		msgs := make([]string, len(still))
+		for i, b := range still {
+			msgs[i] = b.String()
+		}
+		return false, errors.Join(fmt.Errorf("creating replication slot %s waited %s for open transactions to finish (replication.slot_create_timeout); still open:\n  %s",
+			SlotName(jobID), timeout, strings.Join(msgs, "\n  ")), lerr)
+	case errors.As(err, &pgErr) && pgErr.Code == "42710": // duplicate_object: the name is taken in another database
+		var db string
+		_ = pool.QueryRow(ctx, "SELECT coalesce(database::text, '?') FROM pg_replication_slots WHERE slot_name = $1", SlotName(jobID)).Scan(&db) //nolint:errcheck // message only
+		return false, fmt.Errorf("create replication slot %s: a slot of that name already exists in another database (%s); slot names are cluster-wide: %w", SlotName(jobID), db, err)
+	default:
+		return false, fmt.Errorf("create replication slot %s: %w", SlotName(jobID), err)
+	}
+}
+
+// cancelSlotCreation cancels the slot creation running on conn and waits
+// for its outcome (res), so that no creation is left running: cancelled, the
+// backend drops its half-made slot before it answers. If it does not answer
+// within a few seconds, ecancel (the Exec's context) closes the connection
+// and the error says so. The connection is closed either way, so that a
+// cancel request arriving late cannot hit its next query; the caller
+// releases it.
+func cancelSlotCreation(ctx context.Context, conn *pgxpool.Conn, res <-chan error, ecancel context.CancelFunc) error {
+	bg := context.WithoutCancel(ctx)
+	pgc := conn.Conn().PgConn()
+	cctx, cancel := context.WithTimeout(bg, 5*time.Second)
+	cerr := pgc.CancelRequest(cctx)
+	cancel()
+	t := time.NewTimer(5 * time.Second)
+	defer t.Stop()
+	var err error
+	select {
+	case err = <-res:
+	case <-t.C:
+		ecancel()
+		<-res
+		err = errors.Join(fmt.Errorf("slot creation (pid %d) did not answer a cancel request; its connection was closed", pgc.PID()), cerr)
+	}
+	conn.Conn().Close(bg) //nolint:errcheck // discarded
+	return err
 }
 
 // EnsureOrigin creates a replication origin if it does not exist.
@@ -316,12 +391,16 @@ func EnsureOrigin(ctx context.Context, q Querier, name string) error {
 // idempotent; an active slot's walsender is terminated first.
 func Drop(ctx context.Context, q Querier, jobID int64) error {
 	var errs []error
-	if _, err := q.Exec(ctx, `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL`, SlotName(jobID)); err != nil {
+	// Slot names are cluster-wide but job ids are per database: only this
+	// database's slot is the job's.
+	if _, err := q.Exec(ctx, `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots
+		WHERE slot_name = $1 AND database = current_database() AND active_pid IS NOT NULL`, SlotName(jobID)); err != nil {
 		errs = append(errs, fmt.Errorf("stop walsender of %s: %w", SlotName(jobID), err))
 	}
 	// The terminated walsender releases the slot asynchronously.
 	for i := 0; i < 50; i++ {
-		_, err := q.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`, SlotName(jobID))
+		_, err := q.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+			WHERE slot_name = $1 AND database = current_database()`, SlotName(jobID))
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "55006" { // object_in_use
 			if serr := sleep(ctx, 100*time.Millisecond); serr != nil {
@@ -337,8 +416,14 @@ func Drop(ctx context.Context, q Querier, jobID int64) error {
 	if _, err := q.Exec(ctx, "DROP PUBLICATION IF EXISTS "+pgx.Identifier{PublicationName(jobID)}.Sanitize()); err != nil {
 		errs = append(errs, fmt.Errorf("drop publication: %w", err))
 	}
-	if _, err := q.Exec(ctx, `SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname LIKE $1`,
-		fmt.Sprintf("%sj%d\\_%%", originPrefix, jobID)); err != nil {
+	// An origin is held until its session resets it: the apply session of a
+	// consumer whose walsender was just terminated lets go of it a moment
+	// later.
+	if err := retryInUse(ctx, func() error {
+		_, err := q.Exec(ctx, `SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname LIKE $1`,
+			fmt.Sprintf("%sj%d\\_%%", originPrefix, jobID))
+		return err
+	}); err != nil {
 		errs = append(errs, fmt.Errorf("drop replication origins: %w", err))
 	}
 	return errors.Join(errs...)
@@ -380,14 +465,16 @@ func AppName(jobID int64, role string) string { return fmt.Sprintf("refit-j%d-%s
 func TerminateStale(ctx context.Context, q Querier, jobID int64) (int, error) {
 	pattern := fmt.Sprintf("refit-j%d-%%", jobID)
 	var n int
+	// Job ids are per database: another database's job n is not ours.
 	err := q.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-		WHERE application_name LIKE $1 AND pid <> pg_backend_pid()`, pattern).Scan(&n)
+		WHERE application_name LIKE $1 AND datname = current_database() AND pid <> pg_backend_pid()`, pattern).Scan(&n)
 	if err != nil || n == 0 {
 		return n, err
 	}
 	for i := 0; i < 100; i++ {
 		var left int
-		if err := q.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE $1 AND pid <> pg_backend_pid()`, pattern).Scan(&left); err != nil {
+		if err := q.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE $1
+			AND datname = current_database() AND pid <> pg_backend_pid()`, pattern).Scan(&left); err != nil {
 			return n, err
 		}
 		if left == 0 {
@@ -428,7 +515,7 @@ func retryInUse(ctx context.Context, f func() error) error {
 func DecodeBacklog(ctx context.Context, q Querier, jobID int64) (backlog int64, ok bool, err error) {
 	err = q.QueryRow(ctx, `SELECT coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), r.sent_lsn), 0)::bigint
 		FROM pg_replication_slots s JOIN pg_stat_replication r ON r.pid = s.active_pid
-		WHERE s.slot_name = $1`, SlotName(jobID)).Scan(&backlog)
+		WHERE s.slot_name = $1 AND s.database = current_database()`, SlotName(jobID)).Scan(&backlog)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return 0, false, nil
 	}

@@ -67,4 +67,29 @@ var schemaSteps = []string{
 		ADD COLUMN sync_last_commit_at timestamptz,
 		ADD COLUMN sync_applied_at     timestamptz,
 		ADD COLUMN throttled_by        text`,
+	`ALTER TABLE refit.jobs
+		ADD COLUMN sync_changed_at timestamptz,
+		ALTER COLUMN contract_mode DROP NOT NULL,
+		ALTER COLUMN contract_mode DROP DEFAULT,
+		ALTER COLUMN facts SET DEFAULT '{}'`,
+	// refit.submit lets any tool with a connection (psql, an Alembic
+	// migration's op.execute, a CI job) submit a migration; a refit worker
+	// validates it when it claims the job. contract NULL means the file's
+	// contract key, else manual.
+	`CREATE FUNCTION refit.submit(name text, source text, contract text DEFAULT NULL) RETURNS bigint
+	LANGUAGE plpgsql AS $fn$
+	DECLARE
+		job_id bigint;
+	BEGIN
+		IF contract IS NOT NULL AND contract NOT IN ('manual', 'now', 'auto') THEN
+			RAISE EXCEPTION 'refit.submit: contract must be manual, now or auto, not %', contract USING ERRCODE = '22023';
+		END IF;
+		INSERT INTO refit.jobs (name, checksum, file, source, contract_mode)
+		VALUES (name, encode(sha256(convert_to(source, 'UTF8')), 'hex'), '(sql)', convert_to(source, 'UTF8'), contract)
+		RETURNING id INTO job_id;
+		INSERT INTO refit.job_events (job_id, to_phase, actor, message) VALUES (job_id, 'pending', session_user, 'submitted through refit.submit');
+		PERFORM pg_notify('refit_control', job_id::text);
+		RETURN job_id;
+	END
+	$fn$`,
 }

@@ -23,6 +23,10 @@ import (
 // ErrNotFound is returned when no job matches.
 var ErrNotFound = errors.New("job not found")
 
+// ErrPhaseChanged means another actor (an operator's pause or abort, another
+// process) moved the job first; the caller should reload it.
+var ErrPhaseChanged = errors.New("the job's phase was changed by another actor")
+
 // ErrChecksumMismatch means a migration name was applied with other contents.
 var ErrChecksumMismatch = errors.New("migration was already applied with different contents")
 
@@ -107,19 +111,20 @@ type Job struct {
 	Sync           Sync       `json:"sync"`
 	ThrottledBy    string     `json:"throttled_by"`
 	Owner          string     `json:"owner,omitempty"`
+	HeartbeatAt    *time.Time `json:"heartbeat_at,omitempty"`
 	CreatedAt      time.Time  `json:"created_at"`
 	UpdatedAt      time.Time  `json:"updated_at"`
 	PhaseStartedAt time.Time  `json:"phase_started_at"`
 	FinishedAt     *time.Time `json:"finished_at,omitempty"`
 }
 
-const jobColumns = `j.id, j.name, j.checksum, j.file, j.source, j.facts, j.phase, j.resume_phase, j.contract_mode, j.contract_open,
+const jobColumns = `j.id, j.name, j.checksum, j.file, j.source, j.facts, j.phase, j.resume_phase, coalesce(j.contract_mode, ''), j.contract_open,
 	j.expand_step, j.post_step, j.contract_step, j.rollback_step, j.rows_total,
 	coalesce((SELECT sum(rows_done) FROM refit.backfill_ranges r WHERE r.job_id = j.id), 0)::bigint,
 	coalesce((SELECT sum(rows_updated) FROM refit.backfill_ranges r WHERE r.job_id = j.id), 0)::bigint,
 	coalesce(j.error, ''), coalesce(j.owner, ''), j.created_at, j.updated_at, j.phase_started_at, j.finished_at,
 	coalesce(j.sync_confirmed_lsn, ''), coalesce(j.sync_lag_bytes, 0), coalesce(j.sync_retained_bytes, 0), j.sync_keys_applied,
-	j.sync_last_commit_at, j.sync_applied_at, coalesce(j.throttled_by, '')`
+	j.sync_last_commit_at, j.sync_applied_at, coalesce(j.throttled_by, ''), j.sync_changed_at, j.heartbeat_at`
 
 func scanJob(row pgx.Row) (*Job, error) {
 	var j Job
@@ -129,7 +134,7 @@ func scanJob(row pgx.Row) (*Job, error) {
 		&j.ExpandStep, &j.PostStep, &j.ContractStep, &j.RollbackStep, &j.RowsTotal, &j.RowsDone, &j.RowsUpdated,
 		&j.Error, &j.Owner, &j.CreatedAt, &j.UpdatedAt, &j.PhaseStartedAt, &j.FinishedAt,
 		&j.Sync.ConfirmedLSN, &j.Sync.LagBytes, &j.Sync.RetainedBytes, &j.Sync.KeysApplied,
-		&j.Sync.LastCommitAt, &j.Sync.AppliedAt, &j.ThrottledBy)
+		&j.Sync.LastCommitAt, &j.Sync.AppliedAt, &j.ThrottledBy, &j.Sync.ChangedAt, &j.HeartbeatAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -179,6 +184,9 @@ func (s *Store) CreateJob(ctx context.Context, n NewJob) (*Job, error) {
 			return err
 		}
 		if _, err := tx.Exec(ctx, `INSERT INTO refit.job_events (job_id, to_phase, actor, message) VALUES ($1, 'pending', $2, 'submitted')`, id, n.Actor); err != nil {
+			return err
+		}
+		if err := notifyTx(ctx, tx, id); err != nil {
 			return err
 		}
 		job, err = scanJob(tx.QueryRow(ctx, "SELECT "+jobColumns+" FROM refit.jobs j WHERE id = $1", id))
@@ -257,13 +265,23 @@ func TransitionTx(ctx context.Context, tx pgx.Tx, id int64, from, to Phase, acto
 		return fmt.Errorf("transition job %d %s → %s: %w", id, from, to, err)
 	}
 	if tag.RowsAffected() != 1 {
-		return fmt.Errorf("transition job %d %s → %s: the job is no longer %s", id, from, to, from)
+		return fmt.Errorf("transition job %d %s → %s: %w (it is no longer %s)", id, from, to, ErrPhaseChanged, from)
 	}
 	if _, err := tx.Exec(ctx, `INSERT INTO refit.job_events (job_id, from_phase, to_phase, actor, message) VALUES ($1, $2, $3, $4, $5)`,
 		id, from.String(), to.String(), actor, message); err != nil {
 		return fmt.Errorf("record event: %w", err)
 	}
-	return nil
+	return notifyTx(ctx, tx, id)
+}
+
+// ControlChannel is the LISTEN/NOTIFY channel on which every change of a
+// job's phase or gate is announced (payload: the job id), so daemons react
+// at once; they poll as well, in case a notification is missed.
+const ControlChannel = "refit_control"
+
+func notifyTx(ctx context.Context, tx pgx.Tx, id int64) error {
+	_, err := tx.Exec(ctx, "SELECT pg_notify($1, $2)", ControlChannel, strconv.FormatInt(id, 10))
+	return err
 }
 
 // StepColumn names the checkpoint column of a step stage.
@@ -296,10 +314,20 @@ func (s *Store) OpenContract(ctx context.Context, id int64, actor string) error 
 		if _, err := tx.Exec(ctx, "UPDATE refit.jobs SET contract_open = true, updated_at = now() WHERE id = $1", id); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, `INSERT INTO refit.job_events (job_id, from_phase, to_phase, actor, message)
-			SELECT id, phase, phase, $2, 'contract gate opened' FROM refit.jobs WHERE id = $1`, id, actor)
-		return err
+		if _, err := tx.Exec(ctx, `INSERT INTO refit.job_events (job_id, from_phase, to_phase, actor, message)
+			SELECT id, phase, phase, $2, 'contract gate opened' FROM refit.jobs WHERE id = $1`, id, actor); err != nil {
+			return err
+		}
+		return notifyTx(ctx, tx, id)
 	})
+}
+
+// SetFacts stores the facts taken when a job is prepared (a job submitted
+// through SQL is inspected by the worker that claims it) and resolves its
+// contract mode.
+func (s *Store) SetFacts(ctx context.Context, id int64, facts []byte, contractMode string) error {
+	_, err := s.pool.Exec(ctx, "UPDATE refit.jobs SET facts = $2, contract_mode = coalesce(contract_mode, $3), updated_at = now() WHERE id = $1", id, string(facts), contractMode)
+	return err
 }
 
 // SetContractMode changes the contract mode of a job (e.g. from the CLI).
@@ -425,6 +453,10 @@ type Sync struct {
 	LastCommitAt  *time.Time `json:"last_commit_at,omitempty"` // commit time of the last applied transaction
 	AppliedAt     *time.Time `json:"applied_at,omitempty"`     // when it was applied
 	LagSeconds    float64    `json:"lag_seconds"`              // applied_at − last_commit_at
+	// ChangedAt is the last time an apply changed a row: a write that only
+	// set the old columns, i.e. an application version still using the old
+	// shape. The auto contract gate waits for a quiet period after it.
+	ChangedAt *time.Time `json:"changed_at,omitempty"`
 }
 
 // UpdateSync records the consumer's latest figures.
@@ -456,4 +488,17 @@ func (s *Store) LiveJobIDs(ctx context.Context) (map[int64]bool, error) {
 		out[id] = true
 	}
 	return out, nil
+}
+
+// Heartbeat records which process runs the job; it is informational (the
+// claim itself is a session advisory lock held by that process).
+func (s *Store) Heartbeat(ctx context.Context, id int64, owner string) error {
+	_, err := s.pool.Exec(ctx, "UPDATE refit.jobs SET owner = nullif($2, ''), heartbeat_at = CASE WHEN $2 = '' THEN NULL ELSE now() END WHERE id = $1", id, owner)
+	return err
+}
+
+// Notify announces a change of a job on the control channel.
+func (s *Store) Notify(ctx context.Context, id int64) error {
+	_, err := s.pool.Exec(ctx, "SELECT pg_notify($1, $2)", ControlChannel, strconv.FormatInt(id, 10))
+	return err
 }

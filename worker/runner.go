@@ -78,7 +78,13 @@ type Runner struct {
 	// drained to a sentinel, before the first contract step.
 	OnDrained func(job *state.Job)
 
-	sync *syncer // the running sync of the current Run, if any
+	// QuietPeriod is, for contract mode auto, how long no application write
+	// may have needed syncing before the gate opens by itself.
+	QuietPeriod time.Duration
+
+	sync        *syncer     // the running sync of the current Run, if any
+	phase       state.Phase // the phase being worked on
+	lastControl time.Time
 }
 
 // lockNamespace is the first key of the session advisory lock that marks a
@@ -120,23 +126,30 @@ func (r *Runner) Run(ctx context.Context, jobID int64) (Outcome, error) {
 	runCtx, failRun := context.WithCancelCause(ctx)
 	defer failRun(nil)
 	defer func() { r.sync.stop(); r.sync = nil }()
+	defer func() { _ = r.Store.Heartbeat(context.WithoutCancel(ctx), jobID, "") }() //nolint:errcheck // informational
 	for {
 		job, err := r.Store.Get(ctx, jobID)
 		if err != nil {
 			return 0, fmt.Errorf("load job %d: %w", jobID, err)
 		}
-		m, err := migration.Parse(job.File, job.Source)
-		if err != nil {
-			return 0, fmt.Errorf("job %d: stored migration: %w", jobID, err)
+		if err := r.Store.Heartbeat(ctx, jobID, r.Actor); err != nil {
+			return 0, fmt.Errorf("heartbeat: %w", err)
 		}
-		var facts migration.Facts
-		if err := json.Unmarshal(job.Facts, &facts); err != nil {
-			return 0, fmt.Errorf("job %d: stored facts: %w", jobID, err)
-		}
-		plan := migration.BuildPlan(m, &facts)
 		log := log.With(zap.String("migration", job.Name))
-
-		next, outcome, stop, err := r.step(runCtx, log, job, plan, &facts, failRun)
+		m, facts, err := r.load(ctx, job)
+		var next state.Phase
+		var outcome Outcome
+		var stop bool
+		if err == nil {
+			r.phase = job.Phase
+			next, outcome, stop, err = r.step(runCtx, log, job, migration.BuildPlan(m, facts), facts, failRun)
+		}
+		if errors.Is(err, state.ErrPhaseChanged) && ctx.Err() == nil && context.Cause(runCtx) == nil {
+			// An operator (or another process) moved the job: carry on from
+			// its new phase.
+			log.Info("job phase changed by another actor; reloading")
+			continue
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				// Interrupted (SIGINT/SIGTERM): the checkpoint is in place; resume later.
@@ -162,13 +175,76 @@ func (r *Runner) Run(ctx context.Context, jobID int64) (Outcome, error) {
 			return outcome, nil
 		}
 		if next != job.Phase {
-			if err := r.Store.Transition(ctx, jobID, job.Phase, next, r.Actor, ""); err != nil {
+			err := r.Store.Transition(ctx, jobID, job.Phase, next, r.Actor, "")
+			if errors.Is(err, state.ErrPhaseChanged) {
+				continue
+			}
+			if err != nil {
 				return 0, err
 			}
 			log.Info("job phase changed", zap.Stringer("from", job.Phase), zap.Stringer("to", next))
 		}
 	}
 }
+
+// load parses the job's stored migration and facts. A job submitted through
+// SQL (refit.submit) has no facts yet: it is validated against the database
+// here, and an invalid one fails with the validation error.
+func (r *Runner) load(ctx context.Context, job *state.Job) (*migration.Migration, *migration.Facts, error) {
+	m, err := migration.Parse(job.File, job.Source)
+	if err != nil {
+		return nil, nil, err
+	}
+	if m.Name != job.Name {
+		return nil, nil, fmt.Errorf("the job is named %q but its migration is named %q", job.Name, m.Name)
+	}
+	var facts migration.Facts
+	if err := json.Unmarshal(job.Facts, &facts); err != nil {
+		return nil, nil, fmt.Errorf("stored facts: %w", err)
+	}
+	if facts.ServerVersion != 0 || job.Phase != state.PhasePending {
+		return m, &facts, nil
+	}
+	f, err := validate(ctx, r.Pool, m)
+	if err != nil {
+		return nil, nil, err
+	}
+	b, err := json.Marshal(f)
+	if err != nil {
+		return nil, nil, err
+	}
+	mode := m.Contract
+	if mode == "" {
+		mode = migration.ContractManual
+	}
+	if err := r.Store.SetFacts(ctx, job.ID, b, string(mode)); err != nil {
+		return nil, nil, err
+	}
+	if job.ContractMode == "" {
+		job.ContractMode = string(mode)
+	}
+	return m, f, nil
+}
+
+// control reports state.ErrPhaseChanged when an operator has moved the job
+// away from the phase being worked on (pause, abort). It reads the job at
+// most every controlInterval, so callers may call it before every batch.
+func (r *Runner) control(ctx context.Context, jobID int64) error {
+	if time.Since(r.lastControl) < controlInterval {
+		return nil
+	}
+	r.lastControl = time.Now()
+	job, err := r.Store.Get(ctx, jobID)
+	if err != nil {
+		return err
+	}
+	if job.Phase != r.phase {
+		return fmt.Errorf("job %d is now %s: %w", jobID, job.Phase, state.ErrPhaseChanged)
+	}
+	return nil
+}
+
+const controlInterval = 500 * time.Millisecond
 
 // step does the work of the job's current phase and says where to go next.
 func (r *Runner) step(ctx context.Context, log *zap.Logger, job *state.Job, plan *migration.Plan, facts *migration.Facts, failRun context.CancelCauseFunc) (next state.Phase, outcome Outcome, stop bool, err error) {
@@ -292,8 +368,9 @@ func (r *Runner) window(ctx context.Context, job *state.Job) (state.Phase, Outco
 	if poll <= 0 {
 		poll = time.Second
 	}
+	entered := time.Now()
 	for {
-		if job.ContractOpen || job.ContractMode == string(migration.ContractNow) {
+		if job.ContractOpen || job.ContractMode == string(migration.ContractNow) || r.quiet(job, entered) {
 			return state.PhaseContracting, 0, false, nil
 		}
 		if r.StopAtWindow {
@@ -401,6 +478,19 @@ func isCheckViolation(err error) bool {
 	return errors.As(err, &pgErr) && (pgErr.Code == "23514" || pgErr.Code == "23502")
 }
 
+// quiet reports whether the auto contract gate opens: no application write
+// has needed syncing (changed a row when applied) for QuietPeriod.
+func (r *Runner) quiet(job *state.Job, entered time.Time) bool {
+	if job.ContractMode != string(migration.ContractAuto) || r.QuietPeriod <= 0 {
+		return false
+	}
+	last := entered
+	if job.Sync.ChangedAt != nil && job.Sync.ChangedAt.After(last) {
+		last = *job.Sync.ChangedAt
+	}
+	return time.Since(last) >= r.QuietPeriod
+}
+
 // runSteps runs steps[from:], checkpointing each one.
 func (r *Runner) runSteps(ctx context.Context, log *zap.Logger, jobID int64, steps []migration.Step, from int, col state.StepColumn) error {
 	for i := from; i < len(steps); i++ {
@@ -440,7 +530,12 @@ func (r *Runner) backfill(ctx context.Context, log *zap.Logger, job *state.Job, 
 	job.RowsTotal = total
 	bf := backfill.New(r.Pool, r.Store, job.ID, r.Backfill, r.Log)
 	bf.Session = r.tagSession(job.ID)
-	bf.Throttle = r.sync.throttle
+	bf.Throttle = func(ctx context.Context) error {
+		if err := r.control(ctx, job.ID); err != nil {
+			return err
+		}
+		return r.sync.throttle(ctx)
+	}
 	if r.OnBatch != nil {
 		bf.OnBatch = func(p backfill.Progress) { r.OnBatch(job, p) }
 	}

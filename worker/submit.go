@@ -69,16 +69,8 @@ func Submit(ctx context.Context, pool *pgxpool.Pool, m *migration.Migration, con
 			return nil, err
 		}
 	}
-	conn, err := pool.Acquire(ctx)
+	facts, err := validate(ctx, pool, m)
 	if err != nil {
-		return nil, err
-	}
-	facts, err := migration.Inspect(ctx, conn.Conn(), m)
-	conn.Release()
-	if err != nil {
-		return nil, err
-	}
-	if err := checkReplication(ctx, pool, migration.BuildPlan(m, facts), facts); err != nil {
 		return nil, err
 	}
 	factsJSON, err := json.Marshal(facts)
@@ -95,6 +87,24 @@ func Submit(ctx context.Context, pool *pgxpool.Pool, m *migration.Migration, con
 		return nil, err
 	}
 	return &Submission{Job: job}, nil
+}
+
+// validate inspects a migration against the database (changing nothing) and
+// checks that its sync can run.
+func validate(ctx context.Context, pool *pgxpool.Pool, m *migration.Migration) (*migration.Facts, error) {
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	facts, err := migration.Inspect(ctx, conn.Conn(), m)
+	conn.Release()
+	if err != nil {
+		return nil, err
+	}
+	if err := checkReplication(ctx, pool, migration.BuildPlan(m, facts), facts); err != nil {
+		return nil, err
+	}
+	return facts, nil
 }
 
 // checkReplication verifies up front that a migration that backfills can
