@@ -80,6 +80,7 @@ type Progress struct {
 	RowsUpdated int64 // rows actually changed
 	Batches     int64
 	BatchSize   int
+	BatchRows   int64 // rows (keys) of the last batch
 	BatchTime   time.Duration
 }
 
@@ -212,6 +213,7 @@ func (b *Backfiller) runRange(ctx context.Context, q *queries, r state.Range, to
 		total.RowsUpdated += res.updated
 		total.Batches++
 		total.BatchSize = b.cfg.BatchSize
+		total.BatchRows = res.scanned
 		total.BatchTime = time.Since(start)
 		if b.OnBatch != nil {
 			b.OnBatch(*total)

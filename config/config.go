@@ -18,6 +18,7 @@ import (
 	"github.com/refit-dev/refit/backfill"
 	"github.com/refit-dev/refit/ddl"
 	"github.com/refit-dev/refit/replication"
+	"github.com/refit-dev/refit/worker"
 )
 
 // Config is refit's whole configuration.
@@ -28,6 +29,18 @@ type Config struct {
 	Backfill    backfill.Config    `mapstructure:"backfill"`
 	Replication replication.Config `mapstructure:"replication"`
 	Log         Log                `mapstructure:"log"`
+
+	// Targets are the databases `refit worker` watches.
+	Targets []worker.Target `mapstructure:"targets"`
+	// Worker tunes the daemon.
+	Worker worker.Settings `mapstructure:"worker"`
+	// HTTP serves /metrics, /healthz, /readyz and /jobs from `refit worker`.
+	HTTP HTTP `mapstructure:"http"`
+}
+
+// HTTP configures the daemon's HTTP listener.
+type HTTP struct {
+	Listen string `mapstructure:"listen"` // e.g. ":9187"; empty = off
 }
 
 // Log configures logging.
@@ -43,6 +56,8 @@ func Default() Config {
 		Backfill:    backfill.DefaultConfig(),
 		Replication: replication.DefaultConfig(),
 		Log:         Log{Level: "info", Format: "console"},
+		Worker:      worker.DefaultSettings(),
+		HTTP:        HTTP{Listen: ":9187"},
 	}
 }
 
@@ -57,6 +72,19 @@ func (c Config) Validate() error {
 	}
 	if err := c.Replication.Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	if err := c.Worker.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	names := map[string]bool{}
+	for i, t := range c.Targets {
+		if t.Name == "" || t.DSN == "" {
+			errs = append(errs, fmt.Errorf("targets[%d]: name and dsn are required", i))
+		}
+		if names[t.Name] {
+			errs = append(errs, fmt.Errorf("targets[%d]: duplicate name %q", i, t.Name))
+		}
+		names[t.Name] = true
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

@@ -36,6 +36,11 @@ type Stats struct {
 	TxSkipped      int64 // refit's own transactions, skipped by origin
 	LastCommitTime time.Time
 	LastAppliedAt  time.Time
+	// LastChangedAt is the last time an apply changed a row, i.e. a write
+	// that set only the old columns (an application version still on the
+	// old shape); writes of the new version that set both are no-ops.
+	LastChangedAt time.Time
+	RowsChanged   int64
 	// Lags are commit→applied delays of recent transactions (bounded ring).
 	Lags []time.Duration
 }
@@ -512,7 +517,9 @@ func (c *Consumer) recordLag(d time.Duration) {
 }
 
 func (c *Consumer) applyPending(ctx context.Context, st *loopState) error {
-	return pgx.BeginFunc(ctx, st.apply, func(tx pgx.Tx) error {
+	var changed int64
+	err := pgx.BeginFunc(ctx, st.apply, func(tx pgx.Tx) error {
+		changed = 0
 		if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", c.cfg.ApplyLockTimeout.Milliseconds())); err != nil {
 			return err
 		}
@@ -532,12 +539,21 @@ func (c *Consumer) applyPending(ctx context.Context, st *loopState) error {
 			for i := range cols {
 				args[i] = cols[i]
 			}
-			if _, err := tx.Exec(ctx, ApplySQL(t), args...); err != nil {
+			tag, err := tx.Exec(ctx, ApplySQL(t), args...)
+			if err != nil {
 				return fmt.Errorf("apply %d keys to %s: %w", len(ids), t.Table, err)
 			}
+			changed += tag.RowsAffected()
 		}
 		return nil
 	})
+	if err == nil && changed > 0 {
+		c.mu.Lock()
+		c.stats.RowsChanged += changed
+		c.stats.LastChangedAt = time.Now()
+		c.mu.Unlock()
+	}
+	return err
 }
 
 // ApplySQL renders the apply statement of a target: recompute the derived

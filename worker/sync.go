@@ -157,6 +157,10 @@ func (r *Runner) monitor(ctx context.Context, log *zap.Logger, jobID int64, s *s
 			lc, ap := st.LastCommitTime, st.LastAppliedAt
 			sy.LastCommitAt, sy.AppliedAt = &lc, &ap
 		}
+		if !st.LastChangedAt.IsZero() {
+			ch := st.LastChangedAt
+			sy.ChangedAt = &ch
+		}
 		if err := r.Store.UpdateSync(ctx, jobID, sy); err != nil && ctx.Err() == nil {
 			log.Warn("could not record sync status", zap.Error(err))
 		}

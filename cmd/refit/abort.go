@@ -1,11 +1,16 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"io"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/refit-dev/refit/state"
+	"github.com/refit-dev/refit/worker"
 )
 
 func newAbortCmd(a *app) *cobra.Command {
@@ -45,11 +50,43 @@ no rollback: fix forward with a new migration.`,
 				}
 			}
 			outcome, err := a.runner(pool, store, nil).Run(ctx, job.ID)
+			if errors.Is(err, worker.ErrJobBusy) {
+				// A worker runs the job: it sees the abort within a second.
+				fmt.Fprintf(a.out, "job %d (%s): the process running it is rolling it back…\n", job.ID, job.Name)
+				return waitPhase(ctx, store, job.ID, state.PhaseAborted, 10*time.Minute, a.out)
+			}
 			if err != nil {
 				return err
 			}
 			fmt.Fprintf(a.out, "job %d (%s): %s\n", job.ID, job.Name, outcome)
 			return nil
 		},
+	}
+}
+
+// waitPhase polls a job until it reaches want, fails, or timeout passes.
+func waitPhase(ctx context.Context, store *state.Store, id int64, want state.Phase, timeout time.Duration, out io.Writer) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		job, err := store.Get(ctx, id)
+		if err != nil {
+			return err
+		}
+		switch {
+		case job.Phase == want:
+			fmt.Fprintf(out, "job %d (%s): %s\n", job.ID, job.Name, job.Phase)
+			return nil
+		case job.Phase == state.PhaseFailed:
+			return fmt.Errorf("job %d (%s) failed: %s", job.ID, job.Name, job.Error)
+		case time.Now().After(deadline):
+			return fmt.Errorf("job %d (%s) is still %s after %s", job.ID, job.Name, job.Phase, timeout)
+		}
+		t := time.NewTimer(250 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
 	}
 }

@@ -79,7 +79,8 @@ func newRoot(a *app) *cobra.Command {
 	pf.String("log-level", "", "log level: debug, info, warn, error")
 	pf.String("log-format", "", "log format: console or json")
 	a.flags = pf
-	root.AddCommand(newPlanCmd(a), newRunCmd(a), newCompleteCmd(a), newStatusCmd(a), newAbortCmd(a), newDemoCmd(a), newBenchCmd(a))
+	root.AddCommand(newPlanCmd(a), newRunCmd(a), newSubmitCmd(a), newWorkerCmd(a), newStatusCmd(a),
+		newPauseCmd(a), newResumeCmd(a), newAbortCmd(a), newCompleteCmd(a), newRetryCmd(a), newDemoCmd(a), newBenchCmd(a))
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	return root
 }
@@ -93,6 +94,7 @@ func (a *app) setup(cmd *cobra.Command) error {
 	}
 	for key, name := range map[string]string{
 		"backfill.batch_size":   "batch-size",
+		"http.listen":           "http-listen",
 		"ddl.lock_timeout":      "lock-timeout",
 		"backfill.lock_timeout": "lock-timeout",
 	} {

@@ -1,9 +1,15 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"strings"
 	"text/tabwriter"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/spf13/cobra"
 
@@ -11,7 +17,7 @@ import (
 )
 
 func newStatusCmd(a *app) *cobra.Command {
-	var asJSON bool
+	var asJSON, watch bool
 	cmd := &cobra.Command{
 		Use:   "status [JOB]",
 		Short: "Show jobs and their progress",
@@ -23,6 +29,12 @@ func newStatusCmd(a *app) *cobra.Command {
 				return err
 			}
 			defer pool.Close()
+			if watch {
+				if len(args) != 1 {
+					return usageError{errors.New("--watch needs a JOB")}
+				}
+				return a.watch(ctx, pool, args[0])
+			}
 			exists, err := state.Exists(ctx, pool)
 			if err != nil {
 				return err
@@ -84,6 +96,7 @@ func newStatusCmd(a *app) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&watch, "watch", false, "follow one job: a live progress line every second until it ends")
 	return cmd
 }
 
@@ -110,4 +123,67 @@ func bytesHuman(n int64) string {
 		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
 	}
 	return fmt.Sprintf("%d B", n)
+}
+
+// watch prints a live progress line for one job until it completes, is
+// aborted, or fails.
+func (a *app) watch(ctx context.Context, pool *pgxpool.Pool, ref string) error {
+	store, err := state.Open(ctx, pool)
+	if err != nil {
+		return err
+	}
+	var lastRows int64
+	var lastAt time.Time
+	for {
+		j, err := store.Find(ctx, ref)
+		if err != nil {
+			return fmt.Errorf("job %s: %w", ref, err)
+		}
+		now := time.Now()
+		rate := 0.0
+		if !lastAt.IsZero() {
+			rate = float64(j.RowsDone-lastRows) / now.Sub(lastAt).Seconds()
+		}
+		lastRows, lastAt = j.RowsDone, now
+		fmt.Fprintln(a.out, progressLine(j, rate))
+		if j.Phase.Terminal() || j.Phase == state.PhaseFailed {
+			if j.Phase == state.PhaseFailed {
+				return fmt.Errorf("job %d failed: %s", j.ID, j.Error)
+			}
+			return nil
+		}
+		t := time.NewTimer(time.Second)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func progressLine(j *state.Job, rate float64) string {
+	const width = 30
+	pct := 0.0
+	if j.RowsTotal > 0 {
+		pct = min(1, float64(j.RowsDone)/float64(j.RowsTotal))
+	}
+	if j.Phase > state.PhaseBackfilling && !j.Phase.Terminal() && j.Phase != state.PhasePaused && j.Phase != state.PhaseFailed {
+		pct = 1
+	}
+	filled := int(pct * width)
+	bar := strings.Repeat("█", filled) + strings.Repeat("░", width-filled)
+	eta := "-"
+	if rate > 0 && j.RowsTotal > j.RowsDone {
+		eta = (time.Duration(float64(j.RowsTotal-j.RowsDone)/rate) * time.Second).Round(time.Second).String()
+	}
+	line := fmt.Sprintf("%-11s %s %5.1f%% %d/%d rows %.0f rows/s ETA %s · sync lag %s %.0f ms · %d keys synced",
+		j.Phase, bar, pct*100, j.RowsDone, j.RowsTotal, rate, eta, bytesHuman(j.Sync.LagBytes), j.Sync.LagSeconds*1000, j.Sync.KeysApplied)
+	if j.ThrottledBy != "" {
+		line += " · throttled by " + j.ThrottledBy
+	}
+	if j.Phase == state.PhaseSyncing && !j.ContractOpen {
+		line += " · waiting for the contract gate (" + j.ContractMode + ")"
+	}
+	return line
 }
