@@ -279,6 +279,13 @@ func (r *Runner) step(ctx context.Context, log *zap.Logger, job *state.Job, plan
 		if err := r.backfill(ctx, log, job, plan, facts); err != nil {
 			return 0, 0, false, err
 		}
+		if r.sync != nil && job.PostStep < len(plan.PostBackfill) {
+			// Indexes (a unique one above all) must see the new columns as
+			// of now, including writes that wait in the stream.
+			if err := r.sync.consumer.Drain(ctx); err != nil {
+				return 0, 0, false, err
+			}
+		}
 		if err := r.runSteps(ctx, log, job.ID, plan.PostBackfill, job.PostStep, state.PostStep); err != nil {
 			return 0, 0, false, err
 		}

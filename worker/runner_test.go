@@ -386,3 +386,95 @@ func init() {
 		os.Unsetenv(k)
 	}
 }
+
+// TestAbortAtEveryPhase aborts the same migration in each phase before
+// contract and checks that the catalog is exactly as before.
+func TestAbortAtEveryPhase(t *testing.T) {
+	const src = `name: every_phase
+operations:
+  - create_enum: {name: item_kind, values: [a, b]}
+  - add_column:
+      table: items
+      column: {name: kind, type: item_kind, default: "'a'"}
+  - sql:
+      up: SELECT pg_sleep(0.4)
+  - add_column:
+      table: items
+      column: {name: name_upper, type: text, nullable: false}
+      up: upper(name)
+  - create_index: {name: items_name_upper, table: items, columns: [name_upper], unique: true}
+`
+	cases := []struct {
+		name string
+		stop func(r *worker.Runner, cancel context.CancelFunc) // arranges where the first run stops
+		want state.Phase
+	}{
+		{"pending", nil, state.PhasePending},
+		{"expanding", func(r *worker.Runner, cancel context.CancelFunc) {
+			r.OnPhase = func(_ *state.Job, ph state.Phase) {
+				if ph == state.PhaseExpanding {
+					time.AfterFunc(200*time.Millisecond, cancel) // inside the pg_sleep step
+				}
+			}
+		}, state.PhaseExpanding},
+		{"backfilling", func(r *worker.Runner, cancel context.CancelFunc) {
+			n := 0
+			r.OnBatch = func(*state.Job, backfill.Progress) {
+				if n++; n == 2 {
+					cancel()
+				}
+			}
+		}, state.PhaseBackfilling},
+		{"syncing", func(*worker.Runner, context.CancelFunc) {}, state.PhaseSyncing},
+		{"failed", func(*worker.Runner, context.CancelFunc) {}, state.PhaseFailed},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			pool := newPool(t)
+			mustExec(t, pool, `CREATE TABLE items (id bigint PRIMARY KEY, name text NOT NULL);
+				INSERT INTO items SELECT i, 'item ' || i FROM generate_series(1, 20000) i; ANALYZE items`)
+			if tc.want == state.PhaseFailed {
+				mustExec(t, pool, "UPDATE items SET name = 'dup' WHERE id <= 2") // the unique index build fails
+			}
+			before := catalog(t, pool)
+			m, err := migration.Parse("every.yaml", []byte(src))
+			if err != nil {
+				t.Fatal(err)
+			}
+			sub, err := worker.Submit(ctx, pool, m, migration.ContractManual, "test")
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := newRunner(t, pool, zaptest.NewLogger(t, zaptest.Level(zap.FatalLevel)))
+			r.Backfill.BatchSize = 1000
+			if tc.stop != nil {
+				rctx, cancel := context.WithCancel(ctx)
+				tc.stop(r, cancel)
+				_, _ = r.Run(rctx, sub.Job.ID) //nolint:errcheck // stopped on purpose
+				cancel()
+			}
+			job, err := r.Store.Get(ctx, sub.Job.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if job.Phase != tc.want {
+				t.Fatalf("first run stopped in %s, want %s", job.Phase, tc.want)
+			}
+			if err := r.Store.Transition(ctx, job.ID, job.Phase, state.PhaseAborting, "test", "abort"); err != nil {
+				t.Fatal(err)
+			}
+			r = newRunner(t, pool, zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel)))
+			if out, err := r.Run(ctx, job.ID); err != nil || out != worker.OutcomeAborted {
+				t.Fatalf("abort: %v %v", out, err)
+			}
+			if after := catalog(t, pool); after != before {
+				t.Fatalf("catalog changed:\nbefore %s\nafter  %s", before, after)
+			}
+			var left int
+			if err := pool.QueryRow(ctx, "SELECT (SELECT count(*) FROM pg_replication_slots) + (SELECT count(*) FROM pg_publication)").Scan(&left); err != nil || left != 0 {
+				t.Fatalf("replication objects left: %d %v", left, err)
+			}
+		})
+	}
+}

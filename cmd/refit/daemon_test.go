@@ -335,3 +335,132 @@ func TestTwoDaemons(t *testing.T) {
 		t.Fatalf("t5: %d bad rows (%v)", bad, err)
 	}
 }
+
+func phaseOf(t *testing.T, pool *pgxpool.Pool, name string) (phase string, rows int64) {
+	t.Helper()
+	err := pool.QueryRow(context.Background(), `SELECT j.phase, coalesce((SELECT sum(rows_done) FROM refit.backfill_ranges r WHERE r.job_id = j.id), 0)::bigint
+		FROM refit.jobs j WHERE j.name = $1 ORDER BY id DESC LIMIT 1`, name).Scan(&phase, &rows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return phase, rows
+}
+
+func schemaOf(t *testing.T, pool *pgxpool.Pool) string {
+	t.Helper()
+	var s string
+	err := pool.QueryRow(context.Background(), `SELECT concat_ws('|',
+		(SELECT string_agg(c.relname || '.' || a.attname || ':' || format_type(a.atttypid, a.atttypmod) || ':' || a.attnotnull::text, ',' ORDER BY c.relname, a.attnum)
+		   FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid WHERE c.relnamespace = 'public'::regnamespace AND a.attnum > 0 AND NOT a.attisdropped),
+		(SELECT string_agg(relname, ',' ORDER BY relname) FROM pg_class WHERE relnamespace = 'public'::regnamespace),
+		(SELECT string_agg(conname, ',' ORDER BY conname) FROM pg_constraint WHERE connamespace = 'public'::regnamespace),
+		(SELECT count(*) FROM pg_replication_slots), (SELECT count(*) FROM pg_publication))`).Scan(&s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestDaemonControl: pause, resume, complete, abort and retry, each seen to
+// take effect on a job run by a worker process; abort after contract is
+// refused.
+func TestDaemonControl(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.NewDB(t)
+	pool, err := pgxpool.New(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	createTables(t, pool, map[string]int{"c1": 40000, "c2": 5000, "c3": 5000})
+	if _, err := pool.Exec(ctx, "UPDATE c3 SET v = 'dup' WHERE id <= 2"); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"REFIT_DSN=" + dsn}
+	startDaemon(t, workerConfig(t, dsn))
+
+	// pause → batches stop; resume → it goes on to the window (manual gate);
+	// complete → it contracts.
+	res := runRefit(t, env, "submit", writeFile(t, "p.yaml", tableMigration("pausable", "c1")), "--contract", "manual")
+	if res.code != 0 {
+		t.Fatal(res.stderr)
+	}
+	waitJobs(t, pool, time.Minute, "EXISTS (SELECT 1 FROM refit.jobs WHERE name = 'pausable' AND phase = 'backfilling' AND (SELECT sum(rows_done) FROM refit.backfill_ranges) > 0)")
+	if res := runRefit(t, env, "pause", "pausable"); res.code != 0 {
+		t.Fatalf("pause: %s", res.stderr)
+	}
+	time.Sleep(1500 * time.Millisecond) // the worker notices within a second
+	phase, r1 := phaseOf(t, pool, "pausable")
+	time.Sleep(time.Second)
+	_, r2 := phaseOf(t, pool, "pausable")
+	if phase != "paused" || r1 != r2 || r1 >= 40000 {
+		t.Fatalf("after pause: phase %s, rows %d → %d", phase, r1, r2)
+	}
+	if res := runRefit(t, env, "resume", "pausable"); res.code != 0 {
+		t.Fatalf("resume: %s", res.stderr)
+	}
+	waitJobs(t, pool, time.Minute, "EXISTS (SELECT 1 FROM refit.jobs WHERE name = 'pausable' AND phase = 'syncing')")
+	time.Sleep(500 * time.Millisecond)
+	if p, _ := phaseOf(t, pool, "pausable"); p != "syncing" {
+		t.Fatalf("manual gate did not hold: %s", p)
+	}
+	if res := runRefit(t, env, "complete", "pausable"); res.code != 0 {
+		t.Fatalf("complete: %s", res.stderr)
+	}
+	waitJobs(t, pool, time.Minute, "EXISTS (SELECT 1 FROM refit.jobs WHERE name = 'pausable' AND phase = 'completed')")
+	if res := runRefit(t, env, "abort", "pausable"); res.code == 0 || !strings.Contains(res.stderr, "fix forward") {
+		t.Fatalf("abort after contract: %d %s", res.code, res.stderr)
+	}
+
+	// abort in the window → the schema is exactly as before.
+	before := schemaOf(t, pool)
+	res = runRefit(t, env, "submit", writeFile(t, "a.yaml", tableMigration("abortable", "c2")), "--contract", "manual")
+	if res.code != 0 {
+		t.Fatal(res.stderr)
+	}
+	waitJobs(t, pool, time.Minute, "EXISTS (SELECT 1 FROM refit.jobs WHERE name = 'abortable' AND phase = 'syncing')")
+	if res := runRefit(t, env, "abort", "abortable"); res.code != 0 || !strings.Contains(res.stdout, "aborted") {
+		t.Fatalf("abort: %d %s %s", res.code, res.stdout, res.stderr)
+	}
+	if after := schemaOf(t, pool); after != before {
+		t.Fatalf("abort changed the schema:\nbefore %s\nafter  %s", before, after)
+	}
+
+	// retry: a unique index over duplicates fails the job; fix the data, retry.
+	uniq := `name: uniq
+operations:
+  - add_column:
+      table: c3
+      column: {name: v_upper, type: text}
+      up: upper(v)
+  - create_index:
+      name: c3_v_upper_key
+      table: c3
+      columns: [v_upper]
+      unique: true
+`
+	res = runRefit(t, env, "submit", writeFile(t, "u.yaml", uniq), "--contract", "now")
+	if res.code != 0 {
+		t.Fatal(res.stderr)
+	}
+	waitJobs(t, pool, time.Minute, "EXISTS (SELECT 1 FROM refit.jobs WHERE name = 'uniq' AND phase = 'failed')")
+	var jobErr string
+	if err := pool.QueryRow(ctx, "SELECT error FROM refit.jobs WHERE name = 'uniq'").Scan(&jobErr); err != nil || !strings.Contains(jobErr, "23505") {
+		t.Fatalf("failure: %q %v", jobErr, err)
+	}
+	time.Sleep(time.Second)
+	if p, _ := phaseOf(t, pool, "uniq"); p != "failed" {
+		t.Fatalf("a failed job was retried without `refit retry`: %s", p)
+	}
+	if _, err := pool.Exec(ctx, "UPDATE c3 SET v = 'fixed ' || id WHERE v = 'dup'"); err != nil {
+		t.Fatal(err)
+	}
+	if res := runRefit(t, env, "retry", "uniq"); res.code != 0 {
+		t.Fatalf("retry: %s", res.stderr)
+	}
+	waitJobs(t, pool, time.Minute, "EXISTS (SELECT 1 FROM refit.jobs WHERE name = 'uniq' AND phase = 'completed')")
+	var valid bool
+	if err := pool.QueryRow(ctx, "SELECT indisvalid FROM pg_index WHERE indexrelid = 'c3_v_upper_key'::regclass").Scan(&valid); err != nil || !valid {
+		t.Fatalf("index after retry: %v %v", valid, err)
+	}
+}
