@@ -462,8 +462,8 @@ type Sync struct {
 // UpdateSync records the consumer's latest figures.
 func (s *Store) UpdateSync(ctx context.Context, id int64, sy Sync) error {
 	_, err := s.pool.Exec(ctx, `UPDATE refit.jobs SET sync_confirmed_lsn = $2, sync_lag_bytes = $3, sync_retained_bytes = $4,
-		sync_keys_applied = $5, sync_last_commit_at = $6, sync_applied_at = $7 WHERE id = $1`,
-		id, sy.ConfirmedLSN, sy.LagBytes, sy.RetainedBytes, sy.KeysApplied, sy.LastCommitAt, sy.AppliedAt)
+		sync_keys_applied = $5, sync_last_commit_at = $6, sync_applied_at = $7, sync_changed_at = coalesce($8, sync_changed_at) WHERE id = $1`,
+		id, sy.ConfirmedLSN, sy.LagBytes, sy.RetainedBytes, sy.KeysApplied, sy.LastCommitAt, sy.AppliedAt, sy.ChangedAt)
 	return err
 }
 

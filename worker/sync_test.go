@@ -346,3 +346,46 @@ func TestRetainedWALLimits(t *testing.T) {
 	}
 	verifyDocs(t, pool)
 }
+
+// TestAutoContractGate: with contract auto the job stays in the window while
+// an application version still writes only the old columns, and contracts
+// by itself once no such write happened for the quiet period.
+func TestAutoContractGate(t *testing.T) {
+	ctx := context.Background()
+	pool := newPool(t)
+	m := docsSetup(t, pool)
+	sub, err := worker.Submit(ctx, pool, m, migration.ContractAuto, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRunner(t, pool, zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel)))
+	r.StopAtWindow = false
+	r.GatePoll = 100 * time.Millisecond
+	r.QuietPeriod = 1500 * time.Millisecond
+	r.Replication.StatusInterval = 100 * time.Millisecond
+	stopApp := startOldApp(t, pool, 1)
+	defer stopApp()
+	done := make(chan error, 1)
+	go func() { _, err := r.Run(ctx, sub.Job.ID); done <- err }()
+	waitPhase(t, r.Store, sub.Job.ID, state.PhaseSyncing, 2*time.Minute)
+	time.Sleep(3 * time.Second) // > quiet period, but the old app keeps writing
+	if job, _ := r.Store.Get(ctx, sub.Job.ID); job.Phase != state.PhaseSyncing {
+		t.Fatalf("contracted while the old application still wrote: %s (changed_at %v, keys %d)", job.Phase, job.Sync.ChangedAt, job.Sync.KeysApplied)
+	}
+	stopped := time.Now()
+	stopApp()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("auto gate never opened")
+	}
+	job, err := r.Store.Get(ctx, sub.Job.ID)
+	if err != nil || job.Phase != state.PhaseCompleted {
+		t.Fatalf("job: %v %v", job.Phase, err)
+	}
+	t.Logf("completed %s after the old application stopped (quiet period %s)", time.Since(stopped).Round(time.Millisecond), r.QuietPeriod)
+	verifyDocs(t, pool)
+}
