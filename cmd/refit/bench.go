@@ -37,6 +37,8 @@ type benchResult struct {
 	BackfillRatio     float64 `json:"backfill_vs_single_update"`
 	Baseline          latency `json:"writer_baseline"`
 	During            latency `json:"writer_during_migration"`
+	DuringBackfill    latency `json:"writer_during_backfill"`
+	DuringWindow      latency `json:"writer_during_window"`
 	WriterP99Ratio    float64 `json:"writer_p99_ratio"`
 	SyncLag           latency `json:"sync_lag"`
 	SyncTransactions  int64   `json:"sync_transactions_applied"`
@@ -154,8 +156,13 @@ func (a *app) bench(ctx context.Context, rows, rate int, baseline, window time.D
 	fmt.Fprintf(log, "bench: writer baseline, %d writes/s for %s\n", perWorker*workers, baseline)
 	base := workload.NewWriter(appPool, perWorker, workers, workload.V1)
 	bctx, bcancel := context.WithTimeout(ctx, baseline)
+	// The lock sampler runs in the baseline too, so that both phases carry
+	// the same observer's cost.
+	sampled := make(chan struct{})
+	go func() { sampleLockWaits(bctx, dsn); close(sampled) }()
 	base.Run(bctx)
 	bcancel()
+	<-sampled
 	res.Baseline = latencyOf(base.Stats())
 
 	m, err := migration.Parse("examples/split_full_name.yaml", examples.SplitFullName)
@@ -185,6 +192,7 @@ func (a *app) bench(ctx context.Context, rows, rate int, baseline, window time.D
 	var mu sync.Mutex
 	var bfStart, bfEnd time.Time
 	var syncStats replication.Stats
+	windowMark := -1
 	r.OnPhase = func(job *state.Job, ph state.Phase) {
 		fmt.Fprintf(log, "bench: phase %s\n", ph)
 		mu.Lock()
@@ -193,6 +201,7 @@ func (a *app) bench(ctx context.Context, rows, rate int, baseline, window time.D
 		case state.PhaseBackfilling:
 			bfStart = time.Now()
 		case state.PhaseSyncing:
+			windowMark = w.Mark()
 			go func() {
 				time.Sleep(window)
 				stopWriter()
@@ -226,6 +235,13 @@ func (a *app) bench(ctx context.Context, rows, rate int, baseline, window time.D
 	res.BackfillRowsS = float64(rows) / res.BackfillS
 	res.BackfillRatio = res.BackfillRowsS / res.SingleUpdateRowsS
 	res.During = latencyOf(w.Stats())
+	if windowMark >= 0 {
+		end := w.Mark()
+		res.DuringBackfill = latencyOf(w.StatsRange(0, windowMark))
+		res.DuringBackfill.Count = int64(windowMark)
+		res.DuringWindow = latencyOf(w.StatsRange(windowMark, end))
+		res.DuringWindow.Count = int64(end - windowMark)
+	}
 	if res.Baseline.P99ms > 0 {
 		res.WriterP99Ratio = res.During.P99ms / res.Baseline.P99ms
 	}
@@ -285,6 +301,8 @@ func printBench(w io.Writer, r benchResult) {
 	fmt.Fprintf(w, "| refit backfill, default settings, writer running | %.2f s (%.0f rows/s, %.2f× single UPDATE) |\n", r.BackfillS, r.BackfillRowsS, r.BackfillRatio)
 	fmt.Fprintf(w, "| writer latency, no migration (n=%d) | p50 %.2f ms · p99 %.2f ms · max %.2f ms |\n", r.Baseline.Count, r.Baseline.P50ms, r.Baseline.P99ms, r.Baseline.MaxMS)
 	fmt.Fprintf(w, "| writer latency, during backfill + sync (n=%d) | p50 %.2f ms · p99 %.2f ms · max %.2f ms (p99 %.2f× baseline) |\n", r.During.Count, r.During.P50ms, r.During.P99ms, r.During.MaxMS, r.WriterP99Ratio)
+	fmt.Fprintf(w, "| … of which during the backfill (n=%d) | p50 %.2f ms · p99 %.2f ms · max %.2f ms |\n", r.DuringBackfill.Count, r.DuringBackfill.P50ms, r.DuringBackfill.P99ms, r.DuringBackfill.MaxMS)
+	fmt.Fprintf(w, "| … of which in the window, sync only (n=%d) | p50 %.2f ms · p99 %.2f ms · max %.2f ms |\n", r.DuringWindow.Count, r.DuringWindow.P50ms, r.DuringWindow.P99ms, r.DuringWindow.MaxMS)
 	fmt.Fprintf(w, "| sync lag, commit → new columns applied (%d transactions, %d keys) | p50 %.1f ms · p99 %.1f ms · max %.1f ms |\n", r.SyncTransactions, r.SyncKeys, r.SyncLag.P50ms, r.SyncLag.P99ms, r.SyncLag.MaxMS)
 	fmt.Fprintf(w, "| longest wait of any session on a refit lock (sampled every 10 ms) | %.1f ms (lock_timeout %.0f ms) |\n", r.MaxLockWaitMS, r.LockTimeoutMS)
 	fmt.Fprintf(w, "| migration total (expand → complete, incl. %s window) | %.2f s |\n", "the", r.TotalS)

@@ -186,13 +186,28 @@ func (w *Writer) bumpMax(id int64) {
 	}
 }
 
+// Mark returns a position in the writer's record of operations, for
+// StatsRange.
+func (w *Writer) Mark() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.lat)
+}
+
 // Stats returns the counts and latency percentiles so far.
-func (w *Writer) Stats() Stats {
+func (w *Writer) Stats() Stats { return w.StatsRange(0, -1) }
+
+// StatsRange returns the latency percentiles of the successful operations
+// between two marks (to < 0: up to now); counts are those of the whole run.
+func (w *Writer) StatsRange(from, to int) Stats {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	s := w.stats
-	if len(w.lat) > 0 {
-		l := append([]time.Duration(nil), w.lat...)
+	if to < 0 || to > len(w.lat) {
+		to = len(w.lat)
+	}
+	if to > from {
+		l := append([]time.Duration(nil), w.lat[from:to]...)
 		sort.Slice(l, func(i, j int) bool { return l[i] < l[j] })
 		s.P50 = l[len(l)/2]
 		s.P99 = l[min(len(l)-1, len(l)*99/100)]
