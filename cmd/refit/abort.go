@@ -7,6 +7,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/cobra"
 
 	"github.com/refit-dev/refit/state"
@@ -24,42 +25,31 @@ no rollback: fix forward with a new migration.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			pool, err := a.connect(ctx)
-			if err != nil {
-				return err
-			}
-			defer pool.Close()
-			store, err := state.Open(ctx, pool)
-			if err != nil {
-				return err
-			}
-			job, err := store.Find(ctx, args[0])
-			if err != nil {
-				return fmt.Errorf("job %s: %w", args[0], err)
-			}
-			switch {
-			case job.Phase == state.PhaseAborted:
-				fmt.Fprintf(a.out, "job %d (%s) is already aborted\n", job.ID, job.Name)
-				return nil
-			case !job.Phase.Abortable() || (job.ResumePhase != nil && !job.ResumePhase.Abortable()):
-				return fmt.Errorf("job %d (%s) is %s: contract has started, so it cannot be rolled back; fix forward with a new migration", job.ID, job.Name, job.Phase)
-			}
-			if job.Phase != state.PhaseAborting {
-				if err := store.Transition(ctx, job.ID, job.Phase, state.PhaseAborting, actor("abort"), "abort requested"); err != nil {
+			return a.withJob(ctx, args[0], func(pool *pgxpool.Pool, store *state.Store, job *state.Job) error {
+				switch {
+				case job.Phase == state.PhaseAborted:
+					fmt.Fprintf(a.out, "job %d (%s) is already aborted\n", job.ID, job.Name)
+					return nil
+				case !job.Phase.Abortable() || (job.ResumePhase != nil && !job.ResumePhase.Abortable()):
+					return fmt.Errorf("job %d (%s) is %s: contract has started, so it cannot be rolled back; fix forward with a new migration", job.ID, job.Name, job.Phase)
+				}
+				if job.Phase != state.PhaseAborting {
+					if err := store.Transition(ctx, job.ID, job.Phase, state.PhaseAborting, actor("abort"), "abort requested"); err != nil {
+						return err
+					}
+				}
+				outcome, err := a.runner(pool, store, nil).Run(ctx, job.ID)
+				if errors.Is(err, worker.ErrJobBusy) {
+					// A worker runs the job: it sees the abort within a second.
+					fmt.Fprintf(a.out, "job %d (%s): the process running it is rolling it back…\n", job.ID, job.Name)
+					return waitPhase(ctx, store, job.ID, state.PhaseAborted, 10*time.Minute, a.out)
+				}
+				if err != nil {
 					return err
 				}
-			}
-			outcome, err := a.runner(pool, store, nil).Run(ctx, job.ID)
-			if errors.Is(err, worker.ErrJobBusy) {
-				// A worker runs the job: it sees the abort within a second.
-				fmt.Fprintf(a.out, "job %d (%s): the process running it is rolling it back…\n", job.ID, job.Name)
-				return waitPhase(ctx, store, job.ID, state.PhaseAborted, 10*time.Minute, a.out)
-			}
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(a.out, "job %d (%s): %s\n", job.ID, job.Name, outcome)
-			return nil
+				fmt.Fprintf(a.out, "job %d (%s): %s\n", job.ID, job.Name, outcome)
+				return nil
+			})
 		},
 	}
 }

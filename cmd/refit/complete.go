@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/cobra"
 
 	"github.com/refit-dev/refit/state"
@@ -23,40 +24,28 @@ process runs the job, 'complete' runs the contract itself in the foreground
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			pool, err := a.connect(ctx)
-			if err != nil {
-				return err
-			}
-			defer pool.Close()
-			store, err := state.Open(ctx, pool)
-			if err != nil {
-				return err
-			}
-			job, err := store.Find(ctx, args[0])
-			if err != nil {
-				return fmt.Errorf("job %s: %w", args[0], err)
-			}
-			if job.Phase.Terminal() {
-				return fmt.Errorf("job %d (%s) is already %s", job.ID, job.Name, job.Phase)
-			}
-			if err := store.OpenContract(ctx, job.ID, actor("complete")); err != nil {
-				return err
-			}
-			fmt.Fprintf(a.out, "contract gate of job %d (%s) opened\n", job.ID, job.Name)
-			if noWait {
+			return a.withJob(ctx, args[0], func(pool *pgxpool.Pool, store *state.Store, job *state.Job) error {
+				if job.Phase.Terminal() {
+					return fmt.Errorf("job %d (%s) is already %s", job.ID, job.Name, job.Phase)
+				}
+				if err := store.OpenContract(ctx, job.ID, actor("complete")); err != nil {
+					return err
+				}
+				fmt.Fprintf(a.out, "contract gate of job %d (%s) opened\n", job.ID, job.Name)
+				if noWait {
+					return nil
+				}
+				outcome, err := a.runner(pool, store, newProgress(a.out)).Run(ctx, job.ID)
+				if errors.Is(err, worker.ErrJobBusy) {
+					fmt.Fprintln(a.out, "another refit process runs the job; it will contract now")
+					return nil
+				}
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(a.out, "job %d (%s): %s\n", job.ID, job.Name, outcome)
 				return nil
-			}
-			p := newProgress(a.out)
-			outcome, err := a.runner(pool, store, p).Run(ctx, job.ID)
-			if errors.Is(err, worker.ErrJobBusy) {
-				fmt.Fprintln(a.out, "another refit process runs the job; it will contract now")
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(a.out, "job %d (%s): %s\n", job.ID, job.Name, outcome)
-			return nil
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&noWait, "no-wait", false, "only open the gate; do not run the contract here")

@@ -36,26 +36,11 @@ failed job from its checkpoint; an applied migration is a no-op.`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			var mode migration.ContractMode
-			if contract != "" {
-				var err error
-				if mode, err = migration.ParseContractMode(contract); err != nil {
-					return usageError{fmt.Errorf("--contract: %w", err)}
-				}
-			}
-			m, err := migration.Load(args[0])
-			if err != nil {
-				return err
-			}
-			pool, err := a.connect(ctx)
+			pool, m, sub, err := a.submit(ctx, args[0], contract, "run")
 			if err != nil {
 				return err
 			}
 			defer pool.Close()
-			sub, err := worker.Submit(ctx, pool, m, mode, actor("run"))
-			if err != nil {
-				return err
-			}
 			if sub.AlreadyApplied {
 				fmt.Fprintf(a.out, "migration %q is already applied (same checksum): nothing to do\n", m.Name)
 				return nil

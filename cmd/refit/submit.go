@@ -1,7 +1,10 @@
 package main
 
 import (
+	"context"
 	"fmt"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/spf13/cobra"
 
@@ -21,26 +24,11 @@ be done from SQL with refit.submit(name, source, contract) — see docs/worker.m
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			var mode migration.ContractMode
-			if contract != "" {
-				var err error
-				if mode, err = migration.ParseContractMode(contract); err != nil {
-					return usageError{fmt.Errorf("--contract: %w", err)}
-				}
-			}
-			m, err := migration.Load(args[0])
-			if err != nil {
-				return err
-			}
-			pool, err := a.connect(ctx)
+			pool, m, sub, err := a.submit(ctx, args[0], contract, "submit")
 			if err != nil {
 				return err
 			}
 			defer pool.Close()
-			sub, err := worker.Submit(ctx, pool, m, mode, actor("submit"))
-			if err != nil {
-				return err
-			}
 			switch {
 			case sub.AlreadyApplied:
 				fmt.Fprintf(a.errOut, "migration %q is already applied (same checksum): nothing to do\n", m.Name)
@@ -55,4 +43,30 @@ be done from SQL with refit.submit(name, source, contract) — see docs/worker.m
 	}
 	cmd.Flags().StringVar(&contract, "contract", "", "contract gate: now, manual or auto (default: the file's contract key, else manual)")
 	return cmd
+}
+
+// submit loads, validates and submits a migration file (shared by run and
+// submit). The caller closes the returned pool.
+func (a *app) submit(ctx context.Context, file, contract, verb string) (*pgxpool.Pool, *migration.Migration, *worker.Submission, error) {
+	var mode migration.ContractMode
+	if contract != "" {
+		var err error
+		if mode, err = migration.ParseContractMode(contract); err != nil {
+			return nil, nil, nil, usageError{fmt.Errorf("--contract: %w", err)}
+		}
+	}
+	m, err := migration.Load(file)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	pool, err := a.connect(ctx)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	sub, err := worker.Submit(ctx, pool, m, mode, actor(verb))
+	if err != nil {
+		pool.Close()
+		return nil, nil, nil, err
+	}
+	return pool, m, sub, nil
 }
