@@ -30,8 +30,14 @@ import (
 
 // Config tunes the backfill.
 type Config struct {
-	// BatchSize is the number of rows (keys) per batch.
+	// BatchSize is the number of rows (keys) of the first batch.
 	BatchSize int `mapstructure:"batch_size" json:"batch_size"`
+	// MinBatchSize and MaxBatchSize bound the adaptive batch size.
+	MinBatchSize int `mapstructure:"min_batch_size" json:"min_batch_size"`
+	MaxBatchSize int `mapstructure:"max_batch_size" json:"max_batch_size"`
+	// TargetBatchTime is the duration the batch size adapts toward; it is
+	// also about how long a batch keeps its rows locked. 0 = fixed size.
+	TargetBatchTime time.Duration `mapstructure:"target_batch_time" json:"target_batch_time"`
 	// LockTimeout bounds each batch's wait for row locks held by the application.
 	LockTimeout time.Duration `mapstructure:"lock_timeout" json:"lock_timeout"`
 	// StatementTimeout bounds each batch statement.
@@ -45,7 +51,8 @@ type Config struct {
 
 // DefaultConfig returns the built-in defaults.
 func DefaultConfig() Config {
-	return Config{BatchSize: 5000, LockTimeout: time.Second, StatementTimeout: time.Minute, MaxRetries: 50}
+	return Config{BatchSize: 5000, MinBatchSize: 100, MaxBatchSize: 50000, TargetBatchTime: 50 * time.Millisecond,
+		LockTimeout: time.Second, StatementTimeout: time.Minute, MaxRetries: 50}
 }
 
 // Validate checks the configuration.
@@ -53,6 +60,12 @@ func (c Config) Validate() error {
 	var errs []error
 	if c.BatchSize < 1 {
 		errs = append(errs, errors.New("backfill.batch_size must be >= 1"))
+	}
+	if c.MinBatchSize < 1 || c.MaxBatchSize < c.MinBatchSize {
+		errs = append(errs, errors.New("backfill.min_batch_size must be >= 1 and <= backfill.max_batch_size"))
+	}
+	if c.TargetBatchTime < 0 {
+		errs = append(errs, errors.New("backfill.target_batch_time must be >= 0 (0 = fixed batch size)"))
 	}
 	if c.LockTimeout <= 0 {
 		errs = append(errs, errors.New("backfill.lock_timeout must be > 0"))
@@ -186,6 +199,7 @@ func (b *Backfiller) runRange(ctx context.Context, q *queries, r state.Range, to
 	if after == nil {
 		after = r.Lower
 	}
+	ctl := NewController(b.cfg.BatchSize, b.cfg.MinBatchSize, b.cfg.MaxBatchSize, b.cfg.TargetBatchTime)
 	for {
 		if b.Throttle != nil {
 			if err := b.Throttle(ctx); err != nil {
@@ -195,11 +209,20 @@ func (b *Backfiller) runRange(ctx context.Context, q *queries, r state.Range, to
 		start := time.Now()
 		var res batchResult
 		var err error
+		size := ctl.Size()
 		for attempt := 0; ; attempt++ {
-			res, err = b.batch(ctx, conn, q, r, after)
-			if err == nil || !retryable(err) || attempt >= b.cfg.MaxRetries || ctx.Err() != nil {
+			t0 := time.Now()
+			res, err = b.batch(ctx, conn, q, r, after, size)
+			if err == nil {
+				ctl.Observe(size, time.Since(t0))
 				break
 			}
+			if !retryable(err) || attempt >= b.cfg.MaxRetries || ctx.Err() != nil {
+				break
+			}
+			// A lock timeout or deadlock: the database is busy here, so the
+			// retry is smaller.
+			size = ctl.Observe(size, time.Since(t0)+b.cfg.TargetBatchTime*4)
 			wait := time.Duration(50+rand.IntN(200)) * time.Millisecond * time.Duration(min(attempt+1, 10))
 			b.log.Warn("backfill batch retry", zap.String("table", r.Table), zap.Int("attempt", attempt+1), zap.Error(err), zap.Duration("backoff", wait))
 			if err := sleep(ctx, wait); err != nil {
@@ -212,7 +235,7 @@ func (b *Backfiller) runRange(ctx context.Context, q *queries, r state.Range, to
 		total.RowsDone += res.scanned
 		total.RowsUpdated += res.updated
 		total.Batches++
-		total.BatchSize = b.cfg.BatchSize
+		total.BatchSize = size
 		total.BatchRows = res.scanned
 		total.BatchTime = time.Since(start)
 		if b.OnBatch != nil {
@@ -238,13 +261,12 @@ type batchResult struct {
 }
 
 // batch runs one batch and its checkpoint in one transaction.
-func (b *Backfiller) batch(ctx context.Context, conn *pgx.Conn, q *queries, r state.Range, after []string) (res batchResult, err error) {
+func (b *Backfiller) batch(ctx context.Context, conn *pgx.Conn, q *queries, r state.Range, after []string, n int) (res batchResult, err error) {
 	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d; SET LOCAL statement_timeout = %d",
 			b.cfg.LockTimeout.Milliseconds(), b.cfg.StatementTimeout.Milliseconds())); err != nil {
 			return err
 		}
-		n := b.cfg.BatchSize
 		// Upper key of this batch: the n-th key after the checkpoint.
 		args := append(q.keyArgs(after), q.keyArgs(r.Upper)...)
 		upper := make([]string, len(q.key))

@@ -18,6 +18,7 @@ import (
 	"github.com/refit-dev/refit/backfill"
 	"github.com/refit-dev/refit/ddl"
 	"github.com/refit-dev/refit/replication"
+	"github.com/refit-dev/refit/throttle"
 	"github.com/refit-dev/refit/worker"
 )
 
@@ -28,6 +29,7 @@ type Config struct {
 	DDL         ddl.Config         `mapstructure:"ddl"`
 	Backfill    backfill.Config    `mapstructure:"backfill"`
 	Replication replication.Config `mapstructure:"replication"`
+	Throttle    throttle.Config    `mapstructure:"throttle"`
 	Log         Log                `mapstructure:"log"`
 
 	// Targets are the databases `refit worker` watches.
@@ -55,6 +57,7 @@ func Default() Config {
 		DDL:         ddl.DefaultConfig(),
 		Backfill:    backfill.DefaultConfig(),
 		Replication: replication.DefaultConfig(),
+		Throttle:    throttle.DefaultConfig(),
 		Log:         Log{Level: "info", Format: "console"},
 		Worker:      worker.DefaultSettings(),
 		HTTP:        HTTP{Listen: ":9187"},
@@ -71,6 +74,9 @@ func (c Config) Validate() error {
 		errs = append(errs, err)
 	}
 	if err := c.Replication.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Throttle.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if err := c.Worker.Validate(); err != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/refit-dev/refit/migration"
 	"github.com/refit-dev/refit/replication"
 	"github.com/refit-dev/refit/state"
+	"github.com/refit-dev/refit/throttle"
 )
 
 // Target is one database a daemon watches.
@@ -62,6 +63,7 @@ type DaemonConfig struct {
 	DDL         ddl.Config
 	Backfill    backfill.Config
 	Replication replication.Config
+	Throttle    throttle.Config
 }
 
 // Daemon claims and runs jobs on its targets until its context ends.
@@ -272,7 +274,7 @@ func (d *Daemon) runJob(ctx context.Context, t *target, id int64, log *zap.Logge
 	}()
 	r := &Runner{
 		Pool: t.pool, Store: t.store, DDL: t.ddl,
-		Backfill: d.cfg.Backfill, Replication: d.cfg.Replication,
+		Backfill: d.cfg.Backfill, Replication: d.cfg.Replication, Throttle: d.cfg.Throttle,
 		Log: log, Actor: d.cfg.ID, QuietPeriod: d.cfg.Settings.QuietPeriod,
 	}
 	if d.metrics != nil {

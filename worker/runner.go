@@ -20,6 +20,7 @@ import (
 	"github.com/refit-dev/refit/migration"
 	"github.com/refit-dev/refit/replication"
 	"github.com/refit-dev/refit/state"
+	"github.com/refit-dev/refit/throttle"
 )
 
 // Outcome says why Run returned without error.
@@ -58,7 +59,9 @@ type Runner struct {
 	Backfill backfill.Config
 	// Replication configures the sync of the window.
 	Replication replication.Config
-	Log         *zap.Logger
+	// Throttle selects the signals that hold the backfill back.
+	Throttle throttle.Config
+	Log      *zap.Logger
 	// Actor names who makes transitions in job_events (e.g. "run@host").
 	Actor string
 	// OnPhase, if set, is called when the job enters a phase (before work).
@@ -121,6 +124,9 @@ func (r *Runner) Run(ctx context.Context, jobID int64) (Outcome, error) {
 	}
 	if err := r.Replication.Validate(); err != nil {
 		return 0, fmt.Errorf("replication config: %w", err)
+	}
+	if err := r.Throttle.Validate(); err != nil {
+		return 0, fmt.Errorf("throttle config: %w", err)
 	}
 	// The run stops if the sync consumer fails; the cause says why.
 	runCtx, failRun := context.WithCancelCause(ctx)
@@ -537,14 +543,26 @@ func (r *Runner) backfill(ctx context.Context, log *zap.Logger, job *state.Job, 
 	job.RowsTotal = total
 	bf := backfill.New(r.Pool, r.Store, job.ID, r.Backfill, r.Log)
 	bf.Session = r.tagSession(job.ID)
+	th := throttle.New(r.Pool, r.Throttle)
 	bf.Throttle = func(ctx context.Context) error {
 		if err := r.control(ctx, job.ID); err != nil {
 			return err
 		}
-		return r.sync.throttle(ctx)
+		if err := r.sync.throttle(ctx); err != nil {
+			return err
+		}
+		return th.Wait(ctx, func(reason string) {
+			if reason != "" {
+				log.Info("backfill throttled", zap.String("throttled_by", reason))
+			}
+			_ = r.Store.SetThrottled(context.WithoutCancel(ctx), job.ID, reason) //nolint:errcheck // status only
+		})
 	}
-	if r.OnBatch != nil {
-		bf.OnBatch = func(p backfill.Progress) { r.OnBatch(job, p) }
+	bf.OnBatch = func(p backfill.Progress) {
+		th.Observe(p.BatchRows)
+		if r.OnBatch != nil {
+			r.OnBatch(job, p)
+		}
 	}
 	for _, b := range plan.Backfills {
 		tf := facts.Tables[b.Table.String()]

@@ -22,6 +22,7 @@ import (
 	"github.com/refit-dev/refit/migration"
 	"github.com/refit-dev/refit/replication"
 	"github.com/refit-dev/refit/state"
+	"github.com/refit-dev/refit/throttle"
 	"github.com/refit-dev/refit/worker"
 )
 
@@ -48,7 +49,7 @@ func newRunner(t *testing.T, pool *pgxpool.Pool, log *zap.Logger) *worker.Runner
 	bf := backfill.DefaultConfig()
 	bf.BatchSize = 2000
 	return &worker.Runner{Pool: pool, Store: store, DDL: ddl.New(pool, cfg, log), Backfill: bf,
-		Replication: replication.DefaultConfig(), Log: log, Actor: "test", StopAtWindow: true}
+		Replication: replication.DefaultConfig(), Throttle: throttle.DefaultConfig(), Log: log, Actor: "test", StopAtWindow: true}
 }
 
 func mustExec(t *testing.T, pool *pgxpool.Pool, sql string, args ...any) {

@@ -166,7 +166,7 @@ func TestKillDuringBackfill(t *testing.T) {
 	const rows = 100_000
 	dsn, pool := newUsers(t, rows)
 	ctx := context.Background()
-	env := []string{"REFIT_DSN=" + dsn, "REFIT_BACKFILL_SLEEP=15ms", "REFIT_BACKFILL_BATCH_SIZE=1000"}
+	env := []string{"REFIT_DSN=" + dsn, "REFIT_BACKFILL_SLEEP=15ms", "REFIT_BACKFILL_BATCH_SIZE=1000", "REFIT_BACKFILL_TARGET_BATCH_TIME=0s"}
 	cmd := exec.Command(refitBinary(t), "run", examplePath(t), "--contract", "manual", "--exit-at-window")
 	cmd.Env = append(os.Environ(), env...)
 	var out bytes.Buffer
@@ -291,7 +291,7 @@ func TestKillConsumerRepeatedly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	env := append(os.Environ(), "REFIT_DSN="+dsn, "REFIT_BACKFILL_BATCH_SIZE=500", "REFIT_BACKFILL_SLEEP=5ms")
+	env := append(os.Environ(), "REFIT_DSN="+dsn, "REFIT_BACKFILL_BATCH_SIZE=500", "REFIT_BACKFILL_SLEEP=5ms", "REFIT_BACKFILL_TARGET_BATCH_TIME=0s")
 	start := func() (*exec.Cmd, *bytes.Buffer) {
 		cmd := exec.Command(refitBinary(t), "run", file, "--contract", "manual")
 		cmd.Env = env

@@ -113,6 +113,7 @@ worker:
   shutdown_timeout: 10s
 backfill:
   batch_size: 500
+  target_batch_time: 0s   # fixed batches: the tests pace the backfill
   sleep: 10ms
 log:
   format: json

@@ -94,6 +94,7 @@ func (a *app) runner(pool *pgxpool.Pool, store *state.Store, p *progress) *worke
 		DDL:         ddl.New(pool, a.cfg.DDL, a.log),
 		Backfill:    a.cfg.Backfill,
 		Replication: a.cfg.Replication,
+		Throttle:    a.cfg.Throttle,
 		Log:         a.log,
 		Actor:       actor("run"),
 	}

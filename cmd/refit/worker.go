@@ -41,7 +41,7 @@ http.listen.`,
 			id := fmt.Sprintf("worker@%s/%d", host, os.Getpid())
 			metrics := worker.NewMetrics()
 			d := worker.NewDaemon(worker.DaemonConfig{ID: id, Targets: a.cfg.Targets, Settings: a.cfg.Worker,
-				DDL: a.cfg.DDL, Backfill: a.cfg.Backfill, Replication: a.cfg.Replication}, a.log, metrics)
+				DDL: a.cfg.DDL, Backfill: a.cfg.Backfill, Replication: a.cfg.Replication, Throttle: a.cfg.Throttle}, a.log, metrics)
 			metrics.Attach(d)
 			if a.cfg.HTTP.Listen != "" {
 				srv, err := serveHTTP(ctx, a.cfg.HTTP.Listen, d, metrics, a.log)

@@ -1,0 +1,141 @@
+// Package throttle owns the signals that hold the backfill back so that it
+// moves as fast as the database can afford and no faster: replica replay
+// lag, the number of active application sessions, a custom query, and a
+// rows-per-second ceiling. Each signal is off unless configured; any one is
+// enough to hold the next batch, and the one that fired is reported by name
+// (refit status, metrics) so an operator always knows why refit waits.
+package throttle
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Reasons reported when a signal fires.
+const (
+	ReasonReplicaLag     = "replica_lag"
+	ReasonActiveSessions = "active_sessions"
+	ReasonQuery          = "query"
+	ReasonRate           = "max_rows_per_second"
+)
+
+// Config selects the signals.
+type Config struct {
+	// MaxReplicaLag holds batches while any physical standby's replay lag
+	// (pg_stat_replication.replay_lag) is above it; 0 = off.
+	MaxReplicaLag time.Duration `mapstructure:"max_replica_lag" json:"max_replica_lag"`
+	// MaxActiveSessions holds batches while more application sessions than
+	// this are active (running a statement); 0 = off.
+	MaxActiveSessions int `mapstructure:"max_active_sessions" json:"max_active_sessions"`
+	// Query is a custom SQL query returning one boolean; true holds batches.
+	Query string `mapstructure:"query" json:"query,omitempty"`
+	// MaxRowsPerSecond caps the backfill's rate; 0 = off.
+	MaxRowsPerSecond int `mapstructure:"max_rows_per_second" json:"max_rows_per_second"`
+	// CheckInterval is how often a held backfill looks again.
+	CheckInterval time.Duration `mapstructure:"check_interval" json:"check_interval"`
+}
+
+// DefaultConfig: every signal off, re-checked every 100 ms.
+func DefaultConfig() Config { return Config{CheckInterval: 100 * time.Millisecond} }
+
+// Validate checks the configuration.
+func (c Config) Validate() error {
+	if c.MaxReplicaLag < 0 || c.MaxActiveSessions < 0 || c.MaxRowsPerSecond < 0 {
+		return errors.New("throttle limits must be >= 0 (0 = off)")
+	}
+	if c.CheckInterval <= 0 {
+		return errors.New("throttle.check_interval must be > 0")
+	}
+	return nil
+}
+
+// Throttler evaluates the signals for one backfill.
+type Throttler struct {
+	cfg   Config
+	pool  *pgxpool.Pool
+	start time.Time
+	rows  int64
+}
+
+// New returns a throttler; the rate ceiling counts from now.
+func New(pool *pgxpool.Pool, cfg Config) *Throttler {
+	return &Throttler{cfg: cfg, pool: pool, start: time.Now()}
+}
+
+// Observe accounts rows written (for the rate ceiling).
+func (t *Throttler) Observe(rows int64) { t.rows += rows }
+
+// Check returns the reason the next batch must wait, or "" when it may run.
+func (t *Throttler) Check(ctx context.Context) (string, error) {
+	if t.cfg.MaxRowsPerSecond > 0 {
+		due := t.start.Add(time.Duration(float64(t.rows) / float64(t.cfg.MaxRowsPerSecond) * float64(time.Second)))
+		if time.Now().Before(due) {
+			return ReasonRate, nil
+		}
+	}
+	if t.cfg.MaxActiveSessions > 0 {
+		var n int
+		err := t.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE state = 'active' AND backend_type = 'client backend' AND pid <> pg_backend_pid()
+			  AND application_name NOT LIKE 'refit%'`).Scan(&n)
+		if err != nil {
+			return "", fmt.Errorf("throttle: count active sessions: %w", err)
+		}
+		if n > t.cfg.MaxActiveSessions {
+			return ReasonActiveSessions, nil
+		}
+	}
+	if t.cfg.MaxReplicaLag > 0 {
+		var lag float64
+		err := t.pool.QueryRow(ctx, `SELECT coalesce(max(extract(epoch FROM replay_lag)), 0)::float8 FROM pg_stat_replication
+			WHERE application_name NOT LIKE 'refit%'`).Scan(&lag)
+		if err != nil {
+			return "", fmt.Errorf("throttle: read replica lag: %w", err)
+		}
+		if time.Duration(lag*float64(time.Second)) > t.cfg.MaxReplicaLag {
+			return ReasonReplicaLag, nil
+		}
+	}
+	if t.cfg.Query != "" {
+		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		var hold bool
+		if err := t.pool.QueryRow(qctx, t.cfg.Query).Scan(&hold); err != nil {
+			return "", fmt.Errorf("throttle.query: %w", err)
+		}
+		if hold {
+			return ReasonQuery, nil
+		}
+	}
+	return "", nil
+}
+
+// Wait blocks until no signal fires. report is called with the reason each
+// time it changes, and with "" when the backfill may go on after a wait.
+func (t *Throttler) Wait(ctx context.Context, report func(reason string)) error {
+	last := ""
+	for {
+		reason, err := t.Check(ctx)
+		if err != nil {
+			return err
+		}
+		if reason != last {
+			report(reason)
+			last = reason
+		}
+		if reason == "" {
+			return nil
+		}
+		tm := time.NewTimer(t.cfg.CheckInterval)
+		select {
+		case <-ctx.Done():
+			tm.Stop()
+			return ctx.Err()
+		case <-tm.C:
+		}
+	}
+}

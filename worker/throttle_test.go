@@ -1,0 +1,138 @@
+package worker_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/refit-dev/refit/migration"
+	"github.com/refit-dev/refit/state"
+	"github.com/refit-dev/refit/throttle"
+	"github.com/refit-dev/refit/worker"
+)
+
+// TestThrottleSignals forces each throttle signal on during a backfill: the
+// batches stop (rows done stays put), the status names the signal, and the
+// backfill goes on once the signal clears.
+func TestThrottleSignals(t *testing.T) {
+	cases := []struct {
+		name   string
+		reason string
+		config func(*throttle.Config)
+		hold   func(t *testing.T, dsn string) (release func())
+	}{
+		{"custom query", throttle.ReasonQuery,
+			func(c *throttle.Config) { c.Query = "SELECT hold FROM throttle_flag" },
+			func(t *testing.T, dsn string) func() {
+				return func() { execDSN(t, dsn, "UPDATE throttle_flag SET hold = false") }
+			}},
+		{"active sessions", throttle.ReasonActiveSessions,
+			func(c *throttle.Config) { c.MaxActiveSessions = 1 },
+			func(t *testing.T, dsn string) func() {
+				ctx, cancel := context.WithCancel(context.Background())
+				var wg sync.WaitGroup
+				for i := 0; i < 3; i++ {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						conn, err := pgx.Connect(ctx, dsn)
+						if err != nil {
+							return
+						}
+						defer conn.Close(context.Background())
+						_, _ = conn.Exec(ctx, "SELECT pg_sleep(600)")
+					}()
+				}
+				return func() { cancel(); wg.Wait() }
+			}},
+		{"rows per second", throttle.ReasonRate,
+			func(c *throttle.Config) { c.MaxRowsPerSecond = 1 },
+			nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			pool := newPool(t)
+			dsn := pool.Config().ConnString()
+			mustExec(t, pool, `CREATE TABLE items (id bigint PRIMARY KEY, name text NOT NULL);
+				INSERT INTO items SELECT i, 'item ' || i FROM generate_series(1, 20000) i; ANALYZE items;
+				CREATE TABLE throttle_flag (hold boolean NOT NULL); INSERT INTO throttle_flag VALUES (true)`)
+			m, err := migration.Parse("t.yaml", []byte("name: throttled\noperations:\n  - add_column:\n      table: items\n      column: {name: u, type: text}\n      up: upper(name)\n"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			sub, err := worker.Submit(ctx, pool, m, migration.ContractNow, "test")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var release func()
+			if tc.hold != nil {
+				release = tc.hold(t, dsn)
+				defer release()
+			}
+			r := newRunner(t, pool, zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel)))
+			r.Backfill.BatchSize, r.Backfill.TargetBatchTime = 1000, 0
+			tc.config(&r.Throttle)
+			rctx, cancel := context.WithCancel(ctx)
+			done := make(chan error, 1)
+			go func() { _, err := r.Run(rctx, sub.Job.ID); done <- err }()
+			defer func() { cancel(); <-done }()
+
+			var job *state.Job
+			deadline := time.Now().Add(30 * time.Second)
+			for {
+				if job, err = r.Store.Get(ctx, sub.Job.ID); err != nil {
+					t.Fatal(err)
+				}
+				if job.ThrottledBy == tc.reason {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("never throttled by %s: phase %s, throttled_by %q", tc.reason, job.Phase, job.ThrottledBy)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			time.Sleep(300 * time.Millisecond)
+			a, _ := r.Store.Get(ctx, sub.Job.ID)
+			time.Sleep(700 * time.Millisecond)
+			b, _ := r.Store.Get(ctx, sub.Job.ID)
+			if a.RowsDone != b.RowsDone || b.RowsDone >= 20000 {
+				t.Fatalf("batches went on while throttled by %s: %d → %d rows", tc.reason, a.RowsDone, b.RowsDone)
+			}
+			t.Logf("held by %s at %d rows", tc.reason, b.RowsDone)
+			if release == nil {
+				return // the rate ceiling holds for good at 1 row/s
+			}
+			release()
+			select {
+			case err := <-done:
+				done <- err
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(time.Minute):
+				t.Fatal("backfill did not resume once the signal cleared")
+			}
+			if job, err = r.Store.Get(ctx, sub.Job.ID); err != nil || job.Phase != state.PhaseCompleted || job.ThrottledBy != "" {
+				t.Fatalf("after release: %s throttled_by %q %v", job.Phase, job.ThrottledBy, err)
+			}
+		})
+	}
+}
+
+func execDSN(t *testing.T, dsn, sql string) {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(context.Background(), sql); err != nil {
+		t.Fatal(err)
+	}
+}
