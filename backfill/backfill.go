@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -44,6 +45,9 @@ type Config struct {
 	StatementTimeout time.Duration `mapstructure:"statement_timeout" json:"statement_timeout"`
 	// Sleep is a pause between batches (a simple throttle); 0 = none.
 	Sleep time.Duration `mapstructure:"sleep" json:"sleep"`
+	// Parallelism splits the key range into this many ranges, backfilled
+	// concurrently, each with its own checkpoint.
+	Parallelism int `mapstructure:"parallelism" json:"parallelism"`
 	// MaxRetries bounds consecutive retries of one batch on lock timeouts,
 	// deadlocks and serialization failures.
 	MaxRetries int `mapstructure:"max_retries" json:"max_retries"`
@@ -52,7 +56,7 @@ type Config struct {
 // DefaultConfig returns the built-in defaults.
 func DefaultConfig() Config {
 	return Config{BatchSize: 5000, MinBatchSize: 100, MaxBatchSize: 50000, TargetBatchTime: 50 * time.Millisecond,
-		LockTimeout: time.Second, StatementTimeout: time.Minute, MaxRetries: 50}
+		LockTimeout: time.Second, StatementTimeout: time.Minute, MaxRetries: 50, Parallelism: 1}
 }
 
 // Validate checks the configuration.
@@ -72,6 +76,9 @@ func (c Config) Validate() error {
 	}
 	if c.StatementTimeout < 0 || c.Sleep < 0 {
 		errs = append(errs, errors.New("backfill.statement_timeout and backfill.sleep must be >= 0"))
+	}
+	if c.Parallelism < 1 || c.Parallelism > 64 {
+		errs = append(errs, errors.New("backfill.parallelism must be between 1 and 64"))
 	}
 	if c.MaxRetries < 0 {
 		errs = append(errs, errors.New("backfill.max_retries must be >= 0"))
@@ -144,41 +151,116 @@ func (b *Backfiller) Run(ctx context.Context, t Table) error {
 		return nil
 	}
 	tname := t.Name.String()
+	q := newQueries(t)
 	ranges, err := b.store.Ranges(ctx, b.jobID, tname)
 	if err != nil {
 		return fmt.Errorf("load checkpoints: %w", err)
 	}
 	if len(ranges) == 0 {
-		if err := b.store.CreateRanges(ctx, b.jobID, []state.Range{{Table: tname, ID: 0}}); err != nil {
+		// The split is decided once and stored: a resumed run (even with
+		// another parallelism) continues the same ranges.
+		bounds, err := b.split(ctx, q, t, max(b.cfg.Parallelism, 1))
+		if err != nil {
+			return fmt.Errorf("split %s into ranges: %w", t.Name, err)
+		}
+		var rs []state.Range
+		for i := 0; i <= len(bounds); i++ {
+			r := state.Range{Table: tname, ID: i}
+			if i > 0 {
+				r.Lower = bounds[i-1]
+			}
+			if i < len(bounds) {
+				r.Upper = bounds[i]
+			}
+			rs = append(rs, r)
+		}
+		if err := b.store.CreateRanges(ctx, b.jobID, rs); err != nil {
 			return fmt.Errorf("create checkpoints: %w", err)
 		}
 		if ranges, err = b.store.Ranges(ctx, b.jobID, tname); err != nil {
 			return fmt.Errorf("load checkpoints: %w", err)
 		}
 	}
-	q := newQueries(t)
-	var total Progress
+	total := &sharedProgress{p: Progress{Table: tname}}
+	var todo []state.Range
 	for _, r := range ranges {
-		total.RowsDone += r.RowsDone
-		total.RowsUpdated += r.RowsUpdated
-		total.Batches += r.Batches
-	}
-	total.Table = tname
-	for _, r := range ranges {
-		if r.Done {
-			continue
-		}
-		if r.After != nil {
-			b.log.Info("resuming backfill range", zap.String("table", tname), zap.Int("range", r.ID), zap.Strings("after", r.After), zap.Int64("rows_done", r.RowsDone))
-		}
-		if err := b.runRange(ctx, q, r, &total); err != nil {
-			return err
+		total.p.RowsDone += r.RowsDone
+		total.p.RowsUpdated += r.RowsUpdated
+		total.p.Batches += r.Batches
+		if !r.Done {
+			todo = append(todo, r)
 		}
 	}
-	return nil
+	// Ranges run concurrently, at most Parallelism at a time; the first
+	// error stops the others (their checkpoints stay where they were).
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	sem := make(chan struct{}, max(b.cfg.Parallelism, 1))
+	var wg sync.WaitGroup
+	for _, r := range todo {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Add(1)
+		go func(r state.Range) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if r.After != nil {
+				b.log.Info("resuming backfill range", zap.String("table", tname), zap.Int("range", r.ID), zap.Strings("after", r.After), zap.Int64("rows_done", r.RowsDone))
+			}
+			if err := b.runRange(ctx, q, r, total); err != nil {
+				cancel(err)
+			}
+		}(r)
+	}
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return ctx.Err()
 }
 
-func (b *Backfiller) runRange(ctx context.Context, q *queries, r state.Range, total *Progress) (err error) {
+// sharedProgress is the progress of all ranges of a table.
+type sharedProgress struct {
+	mu sync.Mutex
+	p  Progress
+}
+
+// split returns n-1 keys that cut the table into n ranges of about the same
+// number of rows (walking the key index once per cut), or fewer when the
+// table is small.
+func (b *Backfiller) split(ctx context.Context, q *queries, t Table, n int) ([][]string, error) {
+	if n <= 1 {
+		return nil, nil
+	}
+	var rows int64
+	if err := b.pool.QueryRow(ctx, q.count(false, false)).Scan(&rows); err != nil {
+		return nil, err
+	}
+	if rows < int64(n)*int64(max(b.cfg.MinBatchSize, 1)) {
+		return nil, nil
+	}
+	var bounds [][]string
+	for i := 1; i < n; i++ {
+		key := make([]string, len(q.key))
+		dest := make([]any, len(key))
+		for j := range key {
+			dest[j] = &key[j]
+		}
+		off := rows * int64(i) / int64(n)
+		if err := b.pool.QueryRow(ctx, q.findUpper(false, false, int(off)+1)).Scan(dest...); err != nil {
+			return nil, err
+		}
+		bounds = append(bounds, key)
+	}
+	return bounds, nil
+}
+
+func (b *Backfiller) runRange(ctx context.Context, q *queries, r state.Range, total *sharedProgress) (err error) {
 	pc, err := b.pool.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("acquire backfill connection: %w", err)
@@ -232,14 +314,17 @@ func (b *Backfiller) runRange(ctx context.Context, q *queries, r state.Range, to
 		if err != nil {
 			return fmt.Errorf("backfill %s range %d after %v: %w", r.Table, r.ID, after, err)
 		}
-		total.RowsDone += res.scanned
-		total.RowsUpdated += res.updated
-		total.Batches++
-		total.BatchSize = size
-		total.BatchRows = res.scanned
-		total.BatchTime = time.Since(start)
+		total.mu.Lock()
+		total.p.RowsDone += res.scanned
+		total.p.RowsUpdated += res.updated
+		total.p.Batches++
+		total.p.BatchSize = size
+		total.p.BatchRows = res.scanned
+		total.p.BatchTime = time.Since(start)
+		snapshot := total.p
+		total.mu.Unlock()
 		if b.OnBatch != nil {
-			b.OnBatch(*total)
+			b.OnBatch(snapshot)
 		}
 		if res.done {
 			return nil

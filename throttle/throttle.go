@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -53,12 +54,13 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// Throttler evaluates the signals for one backfill.
+// Throttler evaluates the signals for one backfill; safe for the
+// concurrent ranges of a parallel backfill.
 type Throttler struct {
 	cfg   Config
 	pool  *pgxpool.Pool
 	start time.Time
-	rows  int64
+	rows  atomic.Int64
 }
 
 // New returns a throttler; the rate ceiling counts from now.
@@ -67,12 +69,12 @@ func New(pool *pgxpool.Pool, cfg Config) *Throttler {
 }
 
 // Observe accounts rows written (for the rate ceiling).
-func (t *Throttler) Observe(rows int64) { t.rows += rows }
+func (t *Throttler) Observe(rows int64) { t.rows.Add(rows) }
 
 // Check returns the reason the next batch must wait, or "" when it may run.
 func (t *Throttler) Check(ctx context.Context) (string, error) {
 	if t.cfg.MaxRowsPerSecond > 0 {
-		due := t.start.Add(time.Duration(float64(t.rows) / float64(t.cfg.MaxRowsPerSecond) * float64(time.Second)))
+		due := t.start.Add(time.Duration(float64(t.rows.Load()) / float64(t.cfg.MaxRowsPerSecond) * float64(time.Second)))
 		if time.Now().Before(due) {
 			return ReasonRate, nil
 		}

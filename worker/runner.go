@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -87,6 +88,7 @@ type Runner struct {
 
 	sync        *syncer     // the running sync of the current Run, if any
 	phase       state.Phase // the phase being worked on
+	controlMu   sync.Mutex  // the backfill's ranges call control concurrently
 	lastControl time.Time
 }
 
@@ -236,10 +238,13 @@ func (r *Runner) load(ctx context.Context, job *state.Job) (*migration.Migration
 // away from the phase being worked on (pause, abort). It reads the job at
 // most every controlInterval, so callers may call it before every batch.
 func (r *Runner) control(ctx context.Context, jobID int64) error {
+	r.controlMu.Lock()
 	if time.Since(r.lastControl) < controlInterval {
+		r.controlMu.Unlock()
 		return nil
 	}
 	r.lastControl = time.Now()
+	r.controlMu.Unlock()
 	job, err := r.Store.Get(ctx, jobID)
 	if err != nil {
 		return err
