@@ -117,6 +117,10 @@ type Backfiller struct {
 	// tags it with a replication origin so the sync consumer skips its
 	// writes). The connection is closed afterwards, never returned to the pool.
 	Session func(ctx context.Context, conn *pgx.Conn, rangeID int) error
+	// Tune, if set, is called before every batch and returns the current
+	// configuration (live tuning): batch size bounds, target time and sleep
+	// take effect at once.
+	Tune func() Config
 	// Throttle, if set, is called before every batch and may block until
 	// the batch may run (or return an error to stop).
 	Throttle func(ctx context.Context) error
@@ -281,12 +285,25 @@ func (b *Backfiller) runRange(ctx context.Context, q *queries, r state.Range, to
 	if after == nil {
 		after = r.Lower
 	}
-	ctl := NewController(b.cfg.BatchSize, b.cfg.MinBatchSize, b.cfg.MaxBatchSize, b.cfg.TargetBatchTime)
+	cfg := b.cfg
+	ctl := NewController(cfg.BatchSize, cfg.MinBatchSize, cfg.MaxBatchSize, cfg.TargetBatchTime)
 	for {
 		if b.Throttle != nil {
 			if err := b.Throttle(ctx); err != nil {
 				return err
 			}
+		}
+		// Read the tuning after a throttle wait: a refit set during it applies
+		// to this very batch.
+		if b.Tune != nil {
+			next := b.Tune()
+			if next.MinBatchSize != cfg.MinBatchSize || next.MaxBatchSize != cfg.MaxBatchSize || next.TargetBatchTime != cfg.TargetBatchTime {
+				ctl.Retune(next.MinBatchSize, next.MaxBatchSize, next.TargetBatchTime)
+			}
+			if next.BatchSize != cfg.BatchSize {
+				ctl.SetSize(next.BatchSize)
+			}
+			cfg = next
 		}
 		start := time.Now()
 		var res batchResult
@@ -304,7 +321,7 @@ func (b *Backfiller) runRange(ctx context.Context, q *queries, r state.Range, to
 			}
 			// A lock timeout or deadlock: the database is busy here, so the
 			// retry is smaller.
-			size = ctl.Observe(size, time.Since(t0)+b.cfg.TargetBatchTime*4)
+			size = ctl.Observe(size, time.Since(t0)+cfg.TargetBatchTime*4)
 			wait := time.Duration(50+rand.IntN(200)) * time.Millisecond * time.Duration(min(attempt+1, 10))
 			b.log.Warn("backfill batch retry", zap.String("table", r.Table), zap.Int("attempt", attempt+1), zap.Error(err), zap.Duration("backoff", wait))
 			if err := sleep(ctx, wait); err != nil {
@@ -330,8 +347,8 @@ func (b *Backfiller) runRange(ctx context.Context, q *queries, r state.Range, to
 			return nil
 		}
 		after = res.upper
-		if b.cfg.Sleep > 0 {
-			if err := sleep(ctx, b.cfg.Sleep); err != nil {
+		if cfg.Sleep > 0 {
+			if err := sleep(ctx, cfg.Sleep); err != nil {
 				return err
 			}
 		}

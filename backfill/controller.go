@@ -50,6 +50,9 @@ func (c *Controller) Observe(n int, d time.Duration) int {
 	return c.size
 }
 
+// SetSize sets the next batch size (an operator's explicit choice).
+func (c *Controller) SetSize(n int) { c.size = clamp(n, c.min, c.max) }
+
 // Retune changes the bounds and target (live tuning) and keeps the current
 // size within them.
 func (c *Controller) Retune(min, max int, target time.Duration) {

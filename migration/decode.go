@@ -75,8 +75,20 @@ func decode(file string, data []byte) (*Migration, error) {
 			m.Contract = ContractMode(v.Value)
 		case "operations":
 			opsNode = v
+		case "settings":
+			if v.Kind != yaml.MappingNode {
+				return nil, &Error{File: file, Op: -1, Field: "settings", Line: v.Line, Msg: "must be a mapping of configuration keys to values, e.g. backfill.batch_size: 2000"}
+			}
+			m.Settings = map[string]string{}
+			for j := 0; j+1 < len(v.Content); j += 2 {
+				sk, sv := v.Content[j], v.Content[j+1]
+				if sv.Kind != yaml.ScalarNode {
+					return nil, &Error{File: file, Op: -1, Field: "settings." + sk.Value, Line: sv.Line, Msg: "must be a scalar"}
+				}
+				m.Settings[sk.Value] = sv.Value
+			}
 		default:
-			return nil, &Error{File: file, Op: -1, Field: k.Value, Line: k.Line, Msg: "unknown top-level field (want name, contract, operations)"}
+			return nil, &Error{File: file, Op: -1, Field: k.Value, Line: k.Line, Msg: "unknown top-level field (want name, contract, settings, operations)"}
 		}
 	}
 	if opsNode == nil {

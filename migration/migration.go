@@ -52,6 +52,9 @@ type Migration struct {
 	Name       string       `yaml:"name" json:"name"`
 	Contract   ContractMode `yaml:"contract,omitempty" json:"contract,omitempty"`
 	Operations []Operation  `yaml:"-" json:"-"`
+	// Settings are per-job tuning keys (backfill.batch_size, throttle.query,
+	// …) that override the configuration for this migration's job.
+	Settings map[string]string `yaml:"-" json:"-"`
 
 	// File is the path the migration was read from (for error messages).
 	File string `yaml:"-" json:"-"`

@@ -10,6 +10,7 @@ package state
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -96,6 +97,7 @@ type Job struct {
 	File           string     `json:"file"`
 	Source         []byte     `json:"-"`
 	Facts          []byte     `json:"-"`
+	Settings       []byte     `json:"settings,omitempty"` // per-job tuning (JSON object of config key → value)
 	Phase          Phase      `json:"phase"`
 	ResumePhase    *Phase     `json:"resume_phase,omitempty"`
 	ContractMode   string     `json:"contract_mode"`
@@ -124,7 +126,7 @@ const jobColumns = `j.id, j.name, j.checksum, j.file, j.source, j.facts, j.phase
 	coalesce((SELECT sum(rows_updated) FROM refit.backfill_ranges r WHERE r.job_id = j.id), 0)::bigint,
 	coalesce(j.error, ''), coalesce(j.owner, ''), j.created_at, j.updated_at, j.phase_started_at, j.finished_at,
 	coalesce(j.sync_confirmed_lsn, ''), coalesce(j.sync_lag_bytes, 0), coalesce(j.sync_retained_bytes, 0), j.sync_keys_applied,
-	j.sync_last_commit_at, j.sync_applied_at, coalesce(j.throttled_by, ''), j.sync_changed_at, j.heartbeat_at`
+	j.sync_last_commit_at, j.sync_applied_at, coalesce(j.throttled_by, ''), j.sync_changed_at, j.heartbeat_at, j.settings`
 
 func scanJob(row pgx.Row) (*Job, error) {
 	var j Job
@@ -134,7 +136,7 @@ func scanJob(row pgx.Row) (*Job, error) {
 		&j.ExpandStep, &j.PostStep, &j.ContractStep, &j.RollbackStep, &j.RowsTotal, &j.RowsDone, &j.RowsUpdated,
 		&j.Error, &j.Owner, &j.CreatedAt, &j.UpdatedAt, &j.PhaseStartedAt, &j.FinishedAt,
 		&j.Sync.ConfirmedLSN, &j.Sync.LagBytes, &j.Sync.RetainedBytes, &j.Sync.KeysApplied,
-		&j.Sync.LastCommitAt, &j.Sync.AppliedAt, &j.ThrottledBy, &j.Sync.ChangedAt, &j.HeartbeatAt)
+		&j.Sync.LastCommitAt, &j.Sync.AppliedAt, &j.ThrottledBy, &j.Sync.ChangedAt, &j.HeartbeatAt, &j.Settings)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -162,6 +164,7 @@ type NewJob struct {
 	Name, Checksum, File string
 	Source               []byte
 	Facts                []byte // JSON of migration.Facts taken before expand
+	Settings             []byte // JSON object of per-job settings (the file's settings key)
 	ContractMode         string
 	Actor                string
 }
@@ -171,11 +174,14 @@ func (s *Store) CreateJob(ctx context.Context, n NewJob) (*Job, error) {
 	if len(n.Facts) == 0 {
 		n.Facts = []byte("{}")
 	}
+	if len(n.Settings) == 0 {
+		n.Settings = []byte("{}")
+	}
 	var job *Job
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var id int64
-		err := tx.QueryRow(ctx, `INSERT INTO refit.jobs (name, checksum, file, source, facts, contract_mode)
-			VALUES ($1, $2, $3, $4, $5, $6) RETURNING id`, n.Name, n.Checksum, n.File, n.Source, string(n.Facts), n.ContractMode).Scan(&id)
+		err := tx.QueryRow(ctx, `INSERT INTO refit.jobs (name, checksum, file, source, facts, contract_mode, settings)
+			VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id`, n.Name, n.Checksum, n.File, n.Source, string(n.Facts), n.ContractMode, string(n.Settings)).Scan(&id)
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "23505" {
 			return fmt.Errorf("a job for migration %q is already running", n.Name)
@@ -501,4 +507,23 @@ func (s *Store) Heartbeat(ctx context.Context, id int64, owner string) error {
 func (s *Store) Notify(ctx context.Context, id int64) error {
 	_, err := s.pool.Exec(ctx, "SELECT pg_notify($1, $2)", ControlChannel, strconv.FormatInt(id, 10))
 	return err
+}
+
+// SetSettings merges per-job settings (refit set); running jobs pick them up
+// at their next batch.
+func (s *Store) SetSettings(ctx context.Context, id int64, settings map[string]string, actor string) error {
+	b, err := json.Marshal(settings)
+	if err != nil {
+		return err
+	}
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "UPDATE refit.jobs SET settings = settings || $2::jsonb, updated_at = now() WHERE id = $1", id, string(b)); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO refit.job_events (job_id, from_phase, to_phase, actor, message)
+			SELECT id, phase, phase, $2, 'settings: ' || $3 FROM refit.jobs WHERE id = $1`, id, actor, string(b)); err != nil {
+			return err
+		}
+		return notifyTx(ctx, tx, id)
+	})
 }

@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -57,6 +58,7 @@ func (c Config) Validate() error {
 // Throttler evaluates the signals for one backfill; safe for the
 // concurrent ranges of a parallel backfill.
 type Throttler struct {
+	mu    sync.Mutex
 	cfg   Config
 	pool  *pgxpool.Pool
 	start time.Time
@@ -71,15 +73,30 @@ func New(pool *pgxpool.Pool, cfg Config) *Throttler {
 // Observe accounts rows written (for the rate ceiling).
 func (t *Throttler) Observe(rows int64) { t.rows.Add(rows) }
 
+// SetConfig changes the signals (live tuning); the rate ceiling keeps
+// counting from the start.
+func (t *Throttler) SetConfig(cfg Config) {
+	t.mu.Lock()
+	t.cfg = cfg
+	t.mu.Unlock()
+}
+
+func (t *Throttler) config() Config {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.cfg
+}
+
 // Check returns the reason the next batch must wait, or "" when it may run.
 func (t *Throttler) Check(ctx context.Context) (string, error) {
-	if t.cfg.MaxRowsPerSecond > 0 {
-		due := t.start.Add(time.Duration(float64(t.rows.Load()) / float64(t.cfg.MaxRowsPerSecond) * float64(time.Second)))
+	cfg := t.config()
+	if cfg.MaxRowsPerSecond > 0 {
+		due := t.start.Add(time.Duration(float64(t.rows.Load()) / float64(cfg.MaxRowsPerSecond) * float64(time.Second)))
 		if time.Now().Before(due) {
 			return ReasonRate, nil
 		}
 	}
-	if t.cfg.MaxActiveSessions > 0 {
+	if cfg.MaxActiveSessions > 0 {
 		var n int
 		err := t.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
 			WHERE state = 'active' AND backend_type = 'client backend' AND pid <> pg_backend_pid()
@@ -87,26 +104,26 @@ func (t *Throttler) Check(ctx context.Context) (string, error) {
 		if err != nil {
 			return "", fmt.Errorf("throttle: count active sessions: %w", err)
 		}
-		if n > t.cfg.MaxActiveSessions {
+		if n > cfg.MaxActiveSessions {
 			return ReasonActiveSessions, nil
 		}
 	}
-	if t.cfg.MaxReplicaLag > 0 {
+	if cfg.MaxReplicaLag > 0 {
 		var lag float64
 		err := t.pool.QueryRow(ctx, `SELECT coalesce(max(extract(epoch FROM replay_lag)), 0)::float8 FROM pg_stat_replication
 			WHERE application_name NOT LIKE 'refit%'`).Scan(&lag)
 		if err != nil {
 			return "", fmt.Errorf("throttle: read replica lag: %w", err)
 		}
-		if time.Duration(lag*float64(time.Second)) > t.cfg.MaxReplicaLag {
+		if time.Duration(lag*float64(time.Second)) > cfg.MaxReplicaLag {
 			return ReasonReplicaLag, nil
 		}
 	}
-	if t.cfg.Query != "" {
+	if cfg.Query != "" {
 		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		var hold bool
-		if err := t.pool.QueryRow(qctx, t.cfg.Query).Scan(&hold); err != nil {
+		if err := t.pool.QueryRow(qctx, cfg.Query).Scan(&hold); err != nil {
 			return "", fmt.Errorf("throttle.query: %w", err)
 		}
 		if hold {
@@ -118,9 +135,16 @@ func (t *Throttler) Check(ctx context.Context) (string, error) {
 
 // Wait blocks until no signal fires. report is called with the reason each
 // time it changes, and with "" when the backfill may go on after a wait.
-func (t *Throttler) Wait(ctx context.Context, report func(reason string)) error {
+// refresh, if set, runs before every check (live tuning, operator control);
+// its error ends the wait.
+func (t *Throttler) Wait(ctx context.Context, report func(reason string), refresh func() error) error {
 	last := ""
 	for {
+		if refresh != nil {
+			if err := refresh(); err != nil {
+				return err
+			}
+		}
 		reason, err := t.Check(ctx)
 		if err != nil {
 			return err
@@ -132,7 +156,7 @@ func (t *Throttler) Wait(ctx context.Context, report func(reason string)) error 
 		if reason == "" {
 			return nil
 		}
-		tm := time.NewTimer(t.cfg.CheckInterval)
+		tm := time.NewTimer(t.config().CheckInterval)
 		select {
 		case <-ctx.Done():
 			tm.Stop()

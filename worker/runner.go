@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -90,6 +91,40 @@ type Runner struct {
 	phase       state.Phase // the phase being worked on
 	controlMu   sync.Mutex  // the backfill's ranges call control concurrently
 	lastControl time.Time
+	tuned       atomic.Pointer[tuning] // Backfill/Throttle with the job's settings
+}
+
+// tuning is the effective configuration of a job: the runner's base with
+// the job's settings (the file's settings key, refit set) on top.
+type tuning struct {
+	raw string
+	bf  backfill.Config
+	th  throttle.Config
+}
+
+// retune recomputes the effective configuration when the job's settings
+// changed; invalid settings are reported and the previous ones kept.
+func (r *Runner) retune(log *zap.Logger, job *state.Job) {
+	raw := string(job.Settings)
+	if cur := r.tuned.Load(); cur != nil && cur.raw == raw {
+		return
+	}
+	settings, err := ParseSettings(job.Settings)
+	if err == nil {
+		var bf backfill.Config
+		var th throttle.Config
+		if bf, th, err = ApplySettings(settings, r.Backfill, r.Throttle); err == nil {
+			if r.tuned.Load() != nil {
+				log.Info("job settings changed", zap.String("settings", raw))
+			}
+			r.tuned.Store(&tuning{raw: raw, bf: bf, th: th})
+			return
+		}
+	}
+	log.Warn("ignoring invalid job settings", zap.String("settings", raw), zap.Error(err))
+	if r.tuned.Load() == nil {
+		r.tuned.Store(&tuning{raw: raw, bf: r.Backfill, th: r.Throttle})
+	}
 }
 
 // lockNamespace is the first key of the session advisory lock that marks a
@@ -144,6 +179,7 @@ func (r *Runner) Run(ctx context.Context, jobID int64) (Outcome, error) {
 			return 0, fmt.Errorf("heartbeat: %w", err)
 		}
 		log := log.With(zap.String("migration", job.Name))
+		r.retune(log, job)
 		m, facts, err := r.load(ctx, job)
 		var next state.Phase
 		var outcome Outcome
@@ -228,6 +264,14 @@ func (r *Runner) load(ctx context.Context, job *state.Job) (*migration.Migration
 	if err := r.Store.SetFacts(ctx, job.ID, b, string(mode)); err != nil {
 		return nil, nil, err
 	}
+	if len(m.Settings) > 0 {
+		if _, _, err := ApplySettings(m.Settings, r.Backfill, r.Throttle); err != nil {
+			return nil, nil, fmt.Errorf("settings: %w", err)
+		}
+		if err := r.Store.SetSettings(ctx, job.ID, m.Settings, r.Actor); err != nil {
+			return nil, nil, err
+		}
+	}
 	if job.ContractMode == "" {
 		job.ContractMode = string(mode)
 	}
@@ -249,6 +293,7 @@ func (r *Runner) control(ctx context.Context, jobID int64) error {
 	if err != nil {
 		return err
 	}
+	r.retune(r.Log.Named("job").With(zap.Int64("job", jobID)), job)
 	if job.Phase != r.phase {
 		return fmt.Errorf("job %d is now %s: %w", jobID, job.Phase, state.ErrPhaseChanged)
 	}
@@ -546,9 +591,11 @@ func (r *Runner) backfill(ctx context.Context, log *zap.Logger, job *state.Job, 
 		return err
 	}
 	job.RowsTotal = total
-	bf := backfill.New(r.Pool, r.Store, job.ID, r.Backfill, r.Log)
+	tuned := r.tuned.Load()
+	bf := backfill.New(r.Pool, r.Store, job.ID, tuned.bf, r.Log)
 	bf.Session = r.tagSession(job.ID)
-	th := throttle.New(r.Pool, r.Throttle)
+	bf.Tune = func() backfill.Config { return r.tuned.Load().bf }
+	th := throttle.New(r.Pool, tuned.th)
 	bf.Throttle = func(ctx context.Context) error {
 		if err := r.control(ctx, job.ID); err != nil {
 			return err
@@ -561,6 +608,14 @@ func (r *Runner) backfill(ctx context.Context, log *zap.Logger, job *state.Job, 
 				log.Info("backfill throttled", zap.String("throttled_by", reason))
 			}
 			_ = r.Store.SetThrottled(context.WithoutCancel(ctx), job.ID, reason) //nolint:errcheck // status only
+		}, func() error {
+			// While held, keep reading control and settings: a pause, an
+			// abort or a refit set that lifts the limit acts at once.
+			if err := r.control(ctx, job.ID); err != nil {
+				return err
+			}
+			th.SetConfig(r.tuned.Load().th)
+			return nil
 		})
 	}
 	bf.OnBatch = func(p backfill.Progress) {

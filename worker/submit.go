@@ -8,9 +8,11 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/refit-dev/refit/backfill"
 	"github.com/refit-dev/refit/migration"
 	"github.com/refit-dev/refit/replication"
 	"github.com/refit-dev/refit/state"
+	"github.com/refit-dev/refit/throttle"
 )
 
 // Submission is the result of Submit.
@@ -69,6 +71,15 @@ func Submit(ctx context.Context, pool *pgxpool.Pool, m *migration.Migration, con
 			return nil, err
 		}
 	}
+	if _, _, err = ApplySettings(m.Settings, backfill.DefaultConfig(), throttle.DefaultConfig()); err != nil {
+		return nil, &migration.Error{File: m.File, Op: -1, Field: "settings", Msg: err.Error()}
+	}
+	settingsJSON := []byte("{}")
+	if len(m.Settings) > 0 {
+		if settingsJSON, err = json.Marshal(m.Settings); err != nil {
+			return nil, err
+		}
+	}
 	facts, err := validate(ctx, pool, m)
 	if err != nil {
 		return nil, err
@@ -82,7 +93,7 @@ func Submit(ctx context.Context, pool *pgxpool.Pool, m *migration.Migration, con
 		return nil, err
 	}
 	job, err := store.CreateJob(ctx, state.NewJob{Name: m.Name, Checksum: m.Checksum, File: m.File,
-		Source: m.Source, Facts: factsJSON, ContractMode: string(mode), Actor: actor})
+		Source: m.Source, Facts: factsJSON, Settings: settingsJSON, ContractMode: string(mode), Actor: actor})
 	if err != nil {
 		return nil, err
 	}

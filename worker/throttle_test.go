@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/refit-dev/refit/backfill"
 	"github.com/refit-dev/refit/migration"
 	"github.com/refit-dev/refit/state"
 	"github.com/refit-dev/refit/throttle"
@@ -134,5 +135,74 @@ func execDSN(t *testing.T, dsn, sql string) {
 	defer conn.Close(context.Background())
 	if _, err := conn.Exec(context.Background(), sql); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestLiveTuning: a job whose migration file caps it at 1 row/s is held by
+// the ceiling; `refit set` (Store.SetSettings) lifting the cap takes effect
+// at the next batch and the backfill completes; batch size changes too.
+func TestLiveTuning(t *testing.T) {
+	ctx := context.Background()
+	pool := newPool(t)
+	mustExec(t, pool, `CREATE TABLE items (id bigint PRIMARY KEY, name text NOT NULL);
+		INSERT INTO items SELECT i, 'item ' || i FROM generate_series(1, 20000) i; ANALYZE items`)
+	src := `name: tuned
+settings:
+  throttle.max_rows_per_second: 1
+  backfill.batch_size: 500
+  backfill.target_batch_time: 0s
+operations:
+  - add_column:
+      table: items
+      column: {name: u, type: text}
+      up: upper(name)
+`
+	m, err := migration.Parse("tuned.yaml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := worker.Submit(ctx, pool, m, migration.ContractNow, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRunner(t, pool, zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel)))
+	var mu sync.Mutex
+	var sizes []int
+	r.OnBatch = func(_ *state.Job, p backfill.Progress) {
+		mu.Lock()
+		sizes = append(sizes, p.BatchSize)
+		mu.Unlock()
+	}
+	done := make(chan error, 1)
+	go func() { _, err := r.Run(ctx, sub.Job.ID); done <- err }()
+	waitThrottled := time.Now().Add(30 * time.Second)
+	for {
+		job, err := r.Store.Get(ctx, sub.Job.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if job.ThrottledBy == throttle.ReasonRate && job.RowsDone == 500 {
+			break
+		}
+		if time.Now().After(waitThrottled) {
+			t.Fatalf("the file's settings did not hold the job: %+v rows %d", job.ThrottledBy, job.RowsDone)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := r.Store.SetSettings(ctx, sub.Job.ID, map[string]string{"throttle.max_rows_per_second": "0", "backfill.batch_size": "2000"}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("lifting the cap did not let the backfill finish")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if sizes[0] != 500 || sizes[len(sizes)-1] > 2000 || sizes[1] != 2000 {
+		t.Fatalf("batch sizes %v: want 500 first, then 2000 after refit set", sizes)
 	}
 }

@@ -406,3 +406,35 @@ func TestKillParallelBackfill(t *testing.T) {
 	}
 	t.Logf("killed at %d of %d rows in 3 ranges; resumed and finished", done, rows)
 }
+
+// TestSetCommand: refit set validates keys and values (exit 2, nothing
+// stored) and stores good ones on the job; a bad settings key in a file is
+// an invalid migration.
+func TestSetCommand(t *testing.T) {
+	dsn, pool := newUsers(t, 1000)
+	env := []string{"REFIT_DSN=" + dsn}
+	if res := runRefit(t, env, "submit", examplePath(t)); res.code != 0 {
+		t.Fatalf("submit: %s", res.stderr)
+	}
+	for _, bad := range [][]string{{"backfill.batchsize=10"}, {"backfill.batch_size=ten"}, {"backfill.target_batch_time=fast"}, {"nokey"}} {
+		res := runRefit(t, env, append([]string{"set", "split_full_name"}, bad...)...)
+		if res.code != 2 {
+			t.Errorf("set %v: exit %d, want 2 (%s)", bad, res.code, res.stderr)
+		}
+	}
+	res := runRefit(t, env, "set", "split_full_name", "backfill.batch_size=2000", "throttle.max_rows_per_second=5000")
+	if res.code != 0 {
+		t.Fatalf("set: %d %s", res.code, res.stderr)
+	}
+	var settings string
+	if err := pool.QueryRow(context.Background(), "SELECT settings::text FROM refit.jobs WHERE name = 'split_full_name'").Scan(&settings); err != nil {
+		t.Fatal(err)
+	}
+	if settings != `{"backfill.batch_size": "2000", "throttle.max_rows_per_second": "5000"}` {
+		t.Fatalf("stored settings %s", settings)
+	}
+	file := writeFile(t, "s.yaml", "name: s\nsettings:\n  backfill.batch_sise: 10\noperations:\n  - add_column:\n      table: users\n      column: {name: x, type: int}\n")
+	if res := runRefit(t, env, "submit", file); res.code != 2 || !strings.Contains(res.stderr, "settings") {
+		t.Fatalf("bad settings key in a file: exit %d %s", res.code, res.stderr)
+	}
+}

@@ -80,7 +80,8 @@ func newRoot(a *app) *cobra.Command {
 	pf.String("log-format", "", "log format: console or json")
 	a.flags = pf
 	root.AddCommand(newPlanCmd(a), newRunCmd(a), newSubmitCmd(a), newWorkerCmd(a), newStatusCmd(a),
-		newPauseCmd(a), newResumeCmd(a), newAbortCmd(a), newCompleteCmd(a), newRetryCmd(a), newDemoCmd(a), newBenchCmd(a))
+		newPauseCmd(a), newResumeCmd(a), newAbortCmd(a), newCompleteCmd(a), newRetryCmd(a), newSetCmd(a),
+		newDemoCmd(a), newBenchCmd(a))
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	return root
 }
