@@ -9,6 +9,7 @@ import (
 	"runtime/pprof"
 	"sort"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -46,6 +47,10 @@ type benchResult struct {
 	MaxLockWaitMS     float64 `json:"max_lock_wait_on_refit_ms"`
 	LockTimeoutMS     float64 `json:"lock_timeout_ms"`
 	TotalS            float64 `json:"migration_total_s"`
+	Parallel2S        float64 `json:"backfill_parallelism2_s"`
+	Parallel2RowsS    float64 `json:"backfill_parallelism2_rows_per_s"`
+	Parallel2Ratio    float64 `json:"backfill_parallelism2_vs_single_update"`
+	PeakRSSMiB        float64 `json:"peak_rss_mib"`
 }
 
 type latency struct {
@@ -150,6 +155,12 @@ func (a *app) bench(ctx context.Context, rows, rate int, baseline, window time.D
 		return res, err
 	}
 	res.SingleUpdateS, res.SingleUpdateRowsS = single.Seconds(), float64(rows)/single.Seconds()
+	// A copy of the original rows for the parallel run (c), made now: the
+	// main migration drops full_name.
+	if _, err := pool.Exec(ctx, `CREATE TABLE users_p2 AS SELECT id, full_name, email, created_at FROM users;
+		ALTER TABLE users_p2 ADD PRIMARY KEY (id); ANALYZE users_p2`); err != nil {
+		return res, fmt.Errorf("copy for the parallel run: %w", err)
+	}
 
 	workers := 4
 	perWorker := max(rate/workers, 1)
@@ -230,7 +241,6 @@ func (a *app) bench(ctx context.Context, rows, rate int, baseline, window time.D
 	res.TotalS = time.Since(start).Seconds()
 	stopWriter()
 	mu.Lock()
-	defer mu.Unlock()
 	res.BackfillS = bfEnd.Sub(bfStart).Seconds()
 	res.BackfillRowsS = float64(rows) / res.BackfillS
 	res.BackfillRatio = res.BackfillRowsS / res.SingleUpdateRowsS
@@ -248,6 +258,60 @@ func (a *app) bench(ctx context.Context, rows, rate int, baseline, window time.D
 	res.SyncLag = latencyOfDurations(syncStats.Lags)
 	res.SyncTransactions, res.SyncKeys = syncStats.TxApplied, syncStats.KeysApplied
 	res.MaxLockWaitMS = ms(maxWait)
+	mu.Unlock()
+
+	// (c) the same backfill with two parallel ranges, on a copy of the
+	// original rows, without the writer.
+	fmt.Fprintln(log, "bench: backfill with parallelism 2 (on a copy)")
+	p2 := fmt.Sprintf(`name: bench_parallel2
+settings:
+  backfill.parallelism: 2
+operations:
+  - add_column:
+      table: users_p2
+      column: {name: first_name, type: varchar(100)}
+      up: split_part(full_name, ' ', 1)
+  - add_column:
+      table: users_p2
+      column: {name: last_name, type: varchar(100)}
+      up: substring(full_name from position(' ' in full_name) + 1)
+`)
+	pm, err := migration.Parse("bench_parallel2.yaml", []byte(p2))
+	if err != nil {
+		return res, err
+	}
+	psub, err := worker.Submit(ctx, pool, pm, migration.ContractNow, actor("bench"))
+	if err != nil {
+		return res, err
+	}
+	pr := a.runner(pool, store, nil)
+	var pStart, pEnd time.Time
+	var pRows int64
+	var pmu sync.Mutex
+	pr.OnPhase = func(_ *state.Job, ph state.Phase) {
+		if ph == state.PhaseBackfilling {
+			pmu.Lock()
+			pStart = time.Now()
+			pmu.Unlock()
+		}
+	}
+	pr.OnBatch = func(_ *state.Job, p backfill.Progress) {
+		pmu.Lock()
+		pEnd, pRows = time.Now(), p.RowsDone
+		pmu.Unlock()
+	}
+	if _, err := pr.Run(ctx, psub.Job.ID); err != nil {
+		return res, err
+	}
+	pmu.Lock()
+	res.Parallel2S = pEnd.Sub(pStart).Seconds()
+	res.Parallel2RowsS = float64(pRows) / res.Parallel2S
+	res.Parallel2Ratio = res.Parallel2RowsS / res.SingleUpdateRowsS
+	pmu.Unlock()
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err == nil {
+		res.PeakRSSMiB = float64(ru.Maxrss) / 1024 // Linux reports KiB
+	}
 	return res, nil
 }
 
@@ -306,4 +370,6 @@ func printBench(w io.Writer, r benchResult) {
 	fmt.Fprintf(w, "| sync lag, commit → new columns applied (%d transactions, %d keys) | p50 %.1f ms · p99 %.1f ms · max %.1f ms |\n", r.SyncTransactions, r.SyncKeys, r.SyncLag.P50ms, r.SyncLag.P99ms, r.SyncLag.MaxMS)
 	fmt.Fprintf(w, "| longest wait of any session on a refit lock (sampled every 10 ms) | %.1f ms (lock_timeout %.0f ms) |\n", r.MaxLockWaitMS, r.LockTimeoutMS)
 	fmt.Fprintf(w, "| migration total (expand → complete, incl. %s window) | %.2f s |\n", "the", r.TotalS)
+	fmt.Fprintf(w, "| refit backfill, parallelism 2, no writer (copy of the table) | %.2f s (%.0f rows/s, %.2f× single UPDATE) |\n", r.Parallel2S, r.Parallel2RowsS, r.Parallel2Ratio)
+	fmt.Fprintf(w, "| peak RSS of the bench process (refit + writer + sampler) | %.1f MiB |\n", r.PeakRSSMiB)
 }
