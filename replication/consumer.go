@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -138,6 +139,7 @@ type relation struct {
 type txn struct {
 	active     bool
 	ours       bool
+	xid        uint32
 	commitTime time.Time
 	keys       map[*Target]map[string][]string
 	sentinels  []string // nonces seen in this transaction
@@ -152,6 +154,7 @@ type loopState struct {
 	nPending    int
 	firstAt     time.Time
 	pendCommits []time.Time
+	pendXids    []uint32      // transactions whose keys are pending
 	pendEnd     pglogrepl.LSN // end LSN of the last transaction whose keys are pending
 	confirmed   pglogrepl.LSN
 	lastStatus  time.Time
@@ -381,7 +384,7 @@ func (c *Consumer) decode(st *loopState, xld pglogrepl.XLogData) error {
 		}
 		st.relations[m.RelationID] = rel
 	case *pglogrepl.BeginMessage:
-		st.cur = txn{active: true, commitTime: m.CommitTime}
+		st.cur = txn{active: true, xid: m.Xid, commitTime: m.CommitTime}
 	case *pglogrepl.OriginMessage:
 		if IsRefitOrigin(m.Name) {
 			st.cur.ours = true
@@ -424,6 +427,7 @@ func (c *Consumer) decode(st *loopState, xld pglogrepl.XLogData) error {
 				}
 			}
 			st.pendCommits = append(st.pendCommits, cur.commitTime)
+			st.pendXids = append(st.pendXids, cur.xid)
 			st.pendEnd = m.TransactionEndLSN
 		} else if st.nPending == 0 {
 			// Nothing of ours is waiting: this transaction needs no apply.
@@ -504,6 +508,7 @@ func (c *Consumer) flush(ctx context.Context, st *loopState) error {
 	st.pending = map[*Target]map[string][]string{}
 	st.nPending = 0
 	st.pendCommits = st.pendCommits[:0]
+	st.pendXids = st.pendXids[:0]
 	return nil
 }
 
@@ -518,6 +523,9 @@ func (c *Consumer) recordLag(d time.Duration) {
 
 func (c *Consumer) applyPending(ctx context.Context, st *loopState) error {
 	var changed int64
+	if err := waitVisible(ctx, st.apply, st.pendXids); err != nil {
+		return err
+	}
 	err := pgx.BeginFunc(ctx, st.apply, func(tx pgx.Tx) error {
 		changed = 0
 		if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", c.cfg.ApplyLockTimeout.Milliseconds())); err != nil {
@@ -609,4 +617,73 @@ func retryable(err error) bool {
 		}
 	}
 	return false
+}
+
+// waitVisible waits until every given transaction is visible to a new
+// snapshot. A commit reaches the stream once its WAL record is flushed, a
+// moment before the committing backend leaves the proc array; an apply in
+// that moment would not see a row the transaction inserted (an UPDATE of an
+// existing row waits for the row lock instead, so only inserts are at risk)
+// and would count the key as done. So the apply first checks the xids
+// against pg_current_snapshot(); the UPDATE's own snapshot, taken later, is
+// at least as new.
+func waitVisible(ctx context.Context, conn *pgxpool.Conn, xids []uint32) error {
+	if len(xids) == 0 {
+		return nil
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var snap string
+		if err := conn.QueryRow(ctx, "SELECT pg_current_snapshot()::text").Scan(&snap); err != nil {
+			return fmt.Errorf("read snapshot: %w", err)
+		}
+		visible, err := allVisible(snap, xids)
+		if err != nil {
+			return err
+		}
+		if visible {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("transactions of the stream still not visible after 30s (snapshot %s)", snap)
+		}
+		if err := sleep(ctx, time.Millisecond); err != nil {
+			return err
+		}
+	}
+}
+
+// allVisible reports whether 32-bit xids (from the stream) are visible in a
+// snapshot given as pg_snapshot text "xmin:xmax:xip,…" (64-bit xids). The
+// epoch of each xid is taken from xmax: a streamed transaction is recent.
+func allVisible(snap string, xids []uint32) (bool, error) {
+	parts := strings.SplitN(snap, ":", 3)
+	if len(parts) != 3 {
+		return false, fmt.Errorf("unexpected snapshot %q", snap)
+	}
+	xmin, err1 := strconv.ParseUint(parts[0], 10, 64)
+	xmax, err2 := strconv.ParseUint(parts[1], 10, 64)
+	if err1 != nil || err2 != nil {
+		return false, fmt.Errorf("unexpected snapshot %q", snap)
+	}
+	running := map[uint64]bool{}
+	if parts[2] != "" {
+		for _, x := range strings.Split(parts[2], ",") {
+			v, err := strconv.ParseUint(x, 10, 64)
+			if err != nil {
+				return false, fmt.Errorf("unexpected snapshot %q", snap)
+			}
+			running[v] = true
+		}
+	}
+	for _, x := range xids {
+		full := xmax&^0xffffffff | uint64(x)
+		if full > xmax+1<<31 && full >= 1<<32 {
+			full -= 1 << 32 // the previous epoch
+		}
+		if full >= xmax || (full >= xmin && running[full]) {
+			return false, nil
+		}
+	}
+	return true, nil
 }
