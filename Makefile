@@ -6,7 +6,7 @@ PKGS     ?= ./...
 # `make test` must stay well inside CI's limit on a 2-core machine.
 TEST_TIMEOUT ?= 20m
 
-.PHONY: all build test vet fmt-check demo clean
+.PHONY: all build test vet fmt-check demo bench clean
 
 all: build
 
@@ -25,6 +25,11 @@ test: fmt-check vet
 
 demo: build
 	./$(BIN) demo
+
+# Throughput, sync lag and application latency on a throwaway PostgreSQL
+# (docs/benchmarks.md); BENCH_FLAGS="--rows 200000" for a quick run.
+bench: build
+	./$(BIN) bench $(BENCH_FLAGS)
 
 clean:
 	rm -rf bin
