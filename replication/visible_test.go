@@ -9,9 +9,9 @@ func TestAllVisible(t *testing.T) {
 		want bool
 	}{
 		{"100:105:", []uint32{99, 104}, true},
-		{"100:105:", []uint32{105}, false},            // at xmax: not yet visible
-		{"100:105:101,103", []uint32{103}, false},     // still in the proc array
-		{"100:105:101,103", []uint32{102, 104}, true}, // committed and gone
+		{"100:105:", []uint32{105}, false},             // at xmax: not yet visible
+		{"100:105:101,103", []uint32{103}, false},      // still in the proc array
+		{"100:105:101,103", []uint32{102, 104}, true},  // committed and gone
 		{"4294967390:4294967400:", []uint32{90}, true}, // epoch 1, xid 94 → visible
 		{"4294967390:4294967400:4294967398", []uint32{102}, false},
 		{"4294967290:4294967300:", []uint32{4294967280}, true}, // previous epoch
