@@ -548,9 +548,19 @@ func TestDropAndOrphans(t *testing.T) {
 	a := nextJobID()
 	b := nextJobID()
 	c := a*10 + 1 // refit_j<a>1_… must not be taken for refit_j<a>_…
-	pubOnly, originOnly := nextJobID(), nextJobID()
-	for _, id := range []int64{a, b, c, pubOnly, originOnly} {
+	// Origins are cluster-wide: only ids in this database's range (its OID ×
+	// 10^6, how the refit schema numbers jobs) are this database's.
+	var dbOID int64
+	if err := pool.QueryRow(ctx, "SELECT oid::bigint FROM pg_database WHERE datname = current_database()").Scan(&dbOID); err != nil {
+		t.Fatal(err)
+	}
+	pubOnly, originOnly := nextJobID(), dbOID*1_000_000+nextJobID()
+	otherDatabase := (dbOID+1)*1_000_000 + nextJobID()
+	for _, id := range []int64{a, b, c, pubOnly, originOnly, otherDatabase} {
 		dropAtEnd(t, pool, id)
+	}
+	if err := replication.EnsureOrigin(ctx, pool, replication.OriginName(otherDatabase, "b0")); err != nil {
+		t.Fatal(err)
 	}
 
 	if err := replication.Drop(ctx, pool, a); err != nil {
@@ -587,6 +597,9 @@ func TestDropAndOrphans(t *testing.T) {
 		if !slices.Contains(orphans, id) {
 			t.Errorf("Orphans = %v, missing %d", orphans, id)
 		}
+	}
+	if slices.Contains(orphans, otherDatabase) {
+		t.Errorf("Orphans = %v lists another database's origin %d", orphans, otherDatabase)
 	}
 
 	// A consumer streams job a's slot (its apply session holds origin

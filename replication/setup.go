@@ -436,6 +436,10 @@ func Orphans(ctx context.Context, q Querier) ([]int64, error) {
 			SELECT slot_name::text AS name FROM pg_replication_slots WHERE database = current_database()
 			UNION ALL SELECT pubname::text FROM pg_publication
 			UNION ALL SELECT 'refit_job_' || substring(roname from '^refit_j([0-9]+)_') FROM pg_replication_origin
+			  -- origins are cluster-wide: only those in this database's job id
+			  -- range (its OID × 10^6, see the refit schema) are ours to judge
+			  WHERE substring(roname from '^refit_j([0-9]+)_')::bigint / 1000000 =
+			        (SELECT oid::bigint FROM pg_database WHERE datname = current_database())
 		) o WHERE name ~ '^refit_job_[0-9]+$'`)
 	if err != nil {
 		return nil, fmt.Errorf("list refit replication objects: %w", err)

@@ -92,4 +92,11 @@ var schemaSteps = []string{
 		RETURN job_id;
 	END
 	$fn$`,
+	// Replication slot and origin names are cluster-wide, and they carry
+	// the job id; job ids start at a per-database offset (the database's
+	// OID × 10^6) so that two refit-managed databases on one server never
+	// hand out the same id.
+	`SELECT setval('refit.jobs_id_seq', greatest(
+		(SELECT oid::bigint FROM pg_database WHERE datname = current_database()) * 1000000,
+		(SELECT coalesce(max(id), 1) FROM refit.jobs)), false)`,
 }

@@ -84,7 +84,8 @@ func replicationObjects(t *testing.T, pool *pgxpool.Pool) string {
 	err := pool.QueryRow(context.Background(), `SELECT concat_ws('|',
 		(SELECT string_agg(slot_name::text, ',' ORDER BY slot_name) FROM pg_replication_slots WHERE database = current_database()),
 		(SELECT string_agg(pubname::text, ',' ORDER BY pubname) FROM pg_publication),
-		(SELECT string_agg(roname, ',' ORDER BY roname) FROM pg_replication_origin WHERE roname LIKE 'refit%'))`).Scan(&s)
+		(SELECT string_agg(roname, ',' ORDER BY roname) FROM pg_replication_origin
+		  WHERE substring(roname from '^refit_j([0-9]+)_')::bigint IN (SELECT id FROM refit.jobs)))`).Scan(&s)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -388,4 +389,42 @@ func TestAutoContractGate(t *testing.T) {
 	}
 	t.Logf("completed %s after the old application stopped (quiet period %s)", time.Since(stopped).Round(time.Millisecond), r.QuietPeriod)
 	verifyDocs(t, pool)
+}
+
+// TestTwoDatabasesOneServer: jobs in two databases of the same server get
+// distinct ids, so their slots and origins (cluster-wide names) do not
+// collide and both sync at once.
+func TestTwoDatabasesOneServer(t *testing.T) {
+	ctx := context.Background()
+	var jobs []int64
+	var runners []*worker.Runner
+	for i := 0; i < 2; i++ {
+		pool := newPool(t)
+		m := docsSetup(t, pool)
+		sub, err := worker.Submit(ctx, pool, m, migration.ContractManual, "test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		jobs = append(jobs, sub.Job.ID)
+		runners = append(runners, newRunner(t, pool, zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel))))
+	}
+	if jobs[0] == jobs[1] {
+		t.Fatalf("both databases gave job id %d", jobs[0])
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i := range runners {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			_, errs[i] = runners[i].Run(ctx, jobs[i])
+		}(i)
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("database %d: %v", i, err)
+		}
+	}
+	t.Logf("job ids %v", jobs)
 }
