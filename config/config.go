@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/fsnotify/fsnotify"
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
@@ -193,4 +194,27 @@ func RedactDSN(dsn string) string {
 		}
 	}
 	return strings.Join(fields, " ")
+}
+
+// Watch reloads the configuration file whenever it changes and hands the
+// new, validated configuration to onChange; an invalid edit is reported
+// through onError and ignored. Flags and environment apply as at start.
+func Watch(file string, flags map[string]*pflag.Flag, onChange func(Config), onError func(error)) {
+	if file == "" {
+		if _, err := os.Stat("refit.yaml"); err != nil {
+			return
+		}
+		file = "refit.yaml"
+	}
+	v := viper.New()
+	v.SetConfigFile(file)
+	v.OnConfigChange(func(fsnotify.Event) {
+		cfg, err := Load(file, flags)
+		if err != nil {
+			onError(err)
+			return
+		}
+		onChange(cfg)
+	})
+	v.WatchConfig()
 }

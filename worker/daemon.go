@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -76,6 +77,8 @@ type Daemon struct {
 	log     *zap.Logger
 	metrics *Metrics
 
+	tuning atomic.Pointer[baseTuning] // backfill/throttle from the config file, reloaded live
+
 	mu      sync.Mutex
 	targets []*target
 	running int
@@ -92,9 +95,24 @@ type target struct {
 	ready bool
 }
 
+type baseTuning struct {
+	bf backfill.Config
+	th throttle.Config
+}
+
 // NewDaemon returns a daemon; metrics may be nil.
 func NewDaemon(cfg DaemonConfig, log *zap.Logger, metrics *Metrics) *Daemon {
-	return &Daemon{cfg: cfg, log: log.Named("worker").With(zap.String("worker", cfg.ID)), metrics: metrics}
+	d := &Daemon{cfg: cfg, log: log.Named("worker").With(zap.String("worker", cfg.ID)), metrics: metrics}
+	d.tuning.Store(&baseTuning{bf: cfg.Backfill, th: cfg.Throttle})
+	return d
+}
+
+// SetTuning replaces the backfill and throttle settings (a reloaded config
+// file); running jobs without a per-job override apply them at their next
+// batch.
+func (d *Daemon) SetTuning(bf backfill.Config, th throttle.Config) {
+	d.tuning.Store(&baseTuning{bf: bf, th: th})
+	d.log.Info("backfill and throttle settings reloaded")
 }
 
 // Ready reports whether every target is connected.
@@ -276,6 +294,10 @@ func (d *Daemon) runJob(ctx context.Context, t *target, id int64, log *zap.Logge
 		Pool: t.pool, Store: t.store, DDL: t.ddl,
 		Backfill: d.cfg.Backfill, Replication: d.cfg.Replication, Throttle: d.cfg.Throttle,
 		Log: log, Actor: d.cfg.ID, QuietPeriod: d.cfg.Settings.QuietPeriod,
+		Base: func() (backfill.Config, throttle.Config) {
+			t := d.tuning.Load()
+			return t.bf, t.th
+		},
 	}
 	if d.metrics != nil {
 		d.metrics.instrument(r, t.name)

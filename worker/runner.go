@@ -63,7 +63,10 @@ type Runner struct {
 	Replication replication.Config
 	// Throttle selects the signals that hold the backfill back.
 	Throttle throttle.Config
-	Log      *zap.Logger
+	// Base, if set, supplies Backfill and Throttle live (the daemon's
+	// reloaded config file); per-job settings still apply on top.
+	Base func() (backfill.Config, throttle.Config)
+	Log  *zap.Logger
 	// Actor names who makes transitions in job_events (e.g. "run@host").
 	Actor string
 	// OnPhase, if set, is called when the job enters a phase (before work).
@@ -105,7 +108,11 @@ type tuning struct {
 // retune recomputes the effective configuration when the job's settings
 // changed; invalid settings are reported and the previous ones kept.
 func (r *Runner) retune(log *zap.Logger, job *state.Job) {
-	raw := string(job.Settings)
+	baseBF, baseTH := r.Backfill, r.Throttle
+	if r.Base != nil {
+		baseBF, baseTH = r.Base()
+	}
+	raw := fmt.Sprintf("%s|%+v|%+v", job.Settings, baseBF, baseTH)
 	if cur := r.tuned.Load(); cur != nil && cur.raw == raw {
 		return
 	}
@@ -113,7 +120,7 @@ func (r *Runner) retune(log *zap.Logger, job *state.Job) {
 	if err == nil {
 		var bf backfill.Config
 		var th throttle.Config
-		if bf, th, err = ApplySettings(settings, r.Backfill, r.Throttle); err == nil {
+		if bf, th, err = ApplySettings(settings, baseBF, baseTH); err == nil {
 			if r.tuned.Load() != nil {
 				log.Info("job settings changed", zap.String("settings", raw))
 			}
@@ -123,7 +130,7 @@ func (r *Runner) retune(log *zap.Logger, job *state.Job) {
 	}
 	log.Warn("ignoring invalid job settings", zap.String("settings", raw), zap.Error(err))
 	if r.tuned.Load() == nil {
-		r.tuned.Store(&tuning{raw: raw, bf: r.Backfill, th: r.Throttle})
+		r.tuned.Store(&tuning{raw: raw, bf: baseBF, th: baseTH})
 	}
 }
 

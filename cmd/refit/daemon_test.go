@@ -465,3 +465,39 @@ operations:
 		t.Fatalf("index after retry: %v %v", valid, err)
 	}
 }
+
+// TestDaemonReloadsConfig: a worker whose config file caps the backfill at 1
+// row/s holds the job; editing the file to lift the cap lets the running
+// job finish without a restart.
+func TestDaemonReloadsConfig(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.NewDB(t)
+	pool, err := pgxpool.New(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	createTables(t, pool, map[string]int{"r1": 5000})
+	base := workerConfig(t, dsn)
+	body, err := os.ReadFile(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	capped := string(body) + "throttle:\n  max_rows_per_second: 1\n"
+	if err := os.WriteFile(base, []byte(capped), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	startDaemon(t, base)
+	if res := runRefit(t, []string{"REFIT_DSN=" + dsn}, "submit", writeFile(t, "r.yaml", tableMigration("reload", "r1")), "--contract", "now"); res.code != 0 {
+		t.Fatal(res.stderr)
+	}
+	waitJobs(t, pool, time.Minute, "EXISTS (SELECT 1 FROM refit.jobs WHERE name = 'reload' AND throttled_by = 'max_rows_per_second')")
+	time.Sleep(500 * time.Millisecond)
+	if p, _ := phaseOf(t, pool, "reload"); p != "backfilling" {
+		t.Fatalf("job is %s, want held in backfilling", p)
+	}
+	if err := os.WriteFile(base, []byte(string(body)+"throttle:\n  max_rows_per_second: 0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitJobs(t, pool, time.Minute, "EXISTS (SELECT 1 FROM refit.jobs WHERE name = 'reload' AND phase = 'completed')")
+}

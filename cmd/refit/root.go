@@ -88,6 +88,17 @@ func newRoot(a *app) *cobra.Command {
 
 // setup loads the configuration and builds the logger.
 func (a *app) setup(cmd *cobra.Command) error {
+	cfg, err := config.Load(a.configFile, a.flagMap(cmd))
+	if err != nil {
+		return usageError{err}
+	}
+	a.cfg = cfg
+	a.log, err = newLogger(cfg.Log, a.errOut)
+	return err
+}
+
+// flagMap maps configuration keys to the command's flags.
+func (a *app) flagMap(cmd *cobra.Command) map[string]*pflag.Flag {
 	flags := map[string]*pflag.Flag{
 		"dsn":        cmd.Flags().Lookup("dsn"),
 		"log.level":  cmd.Flags().Lookup("log-level"),
@@ -103,13 +114,7 @@ func (a *app) setup(cmd *cobra.Command) error {
 			flags[key] = f
 		}
 	}
-	cfg, err := config.Load(a.configFile, flags)
-	if err != nil {
-		return usageError{err}
-	}
-	a.cfg = cfg
-	a.log, err = newLogger(cfg.Log, a.errOut)
-	return err
+	return flags
 }
 
 func newLogger(c config.Log, w io.Writer) (*zap.Logger, error) {

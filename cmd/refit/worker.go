@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
+	"github.com/refit-dev/refit/config"
 	"github.com/refit-dev/refit/worker"
 )
 
@@ -43,6 +44,15 @@ http.listen.`,
 			d := worker.NewDaemon(worker.DaemonConfig{ID: id, Targets: a.cfg.Targets, Settings: a.cfg.Worker,
 				DDL: a.cfg.DDL, Backfill: a.cfg.Backfill, Replication: a.cfg.Replication, Throttle: a.cfg.Throttle}, a.log, metrics)
 			metrics.Attach(d)
+			// Edits of the config file's backfill and throttle sections apply
+			// to running jobs without a restart.
+			config.Watch(a.configFile, a.flagMap(cmd), func(c config.Config) {
+				if err := c.Backfill.Validate(); err == nil {
+					d.SetTuning(c.Backfill, c.Throttle)
+				}
+			}, func(err error) {
+				a.log.Warn("ignoring invalid configuration edit", zap.Error(err))
+			})
 			if a.cfg.HTTP.Listen != "" {
 				srv, err := serveHTTP(ctx, a.cfg.HTTP.Listen, d, metrics, a.log)
 				if err != nil {
