@@ -2,6 +2,7 @@ package worker_test
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/refit-dev/refit/backfill"
+	"github.com/refit-dev/refit/internal/pgtest"
 	"github.com/refit-dev/refit/migration"
 	"github.com/refit-dev/refit/state"
 	"github.com/refit-dev/refit/throttle"
@@ -50,6 +52,17 @@ func TestThrottleSignals(t *testing.T) {
 					}()
 				}
 				return func() { cancel(); wg.Wait() }
+			}},
+		{"replica lag", throttle.ReasonReplicaLag,
+			func(c *throttle.Config) { c.MaxReplicaLag = 300 * time.Millisecond },
+			func(t *testing.T, dsn string) func() {
+				// A real streaming standby whose replay is paused: its
+				// replay_lag in pg_stat_replication grows while the
+				// backfill writes WAL, and falls once replay resumes.
+				standby := startStandby(t, dsn)
+				execDSN(t, standby, "SELECT pg_wal_replay_pause()")
+				waitReplayLag(t, dsn, 300*time.Millisecond)
+				return func() { execDSN(t, standby, "SELECT pg_wal_replay_resume()") }
 			}},
 		{"rows per second", throttle.ReasonRate,
 			func(c *throttle.Config) { c.MaxRowsPerSecond = 1 },
@@ -123,6 +136,80 @@ func TestThrottleSignals(t *testing.T) {
 				t.Fatalf("after release: %s throttled_by %q %v", job.Phase, job.ThrottledBy, err)
 			}
 		})
+	}
+}
+
+// startStandby starts a physical standby of the shared cluster, waits until
+// it streams, and stops it when the test ends.
+func startStandby(t *testing.T, primaryDSN string) (dsn string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	primary := pgtest.Shared(t)
+	standby, err := primary.StartStandby(ctx, "standby_lag")
+	if errors.Is(err, pgtest.ErrExternal) {
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := standby.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	conn, err := pgx.Connect(ctx, primaryDSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	for {
+		var n int
+		if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming' AND application_name LIKE 'standby%'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("the standby never streamed")
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return standby.DSN("postgres")
+}
+
+// waitReplayLag writes a little WAL on the primary until a standby's
+// replay_lag exceeds min.
+func waitReplayLag(t *testing.T, dsn string, min time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	for {
+		var lag float64
+		err := conn.QueryRow(ctx, `SELECT coalesce(max(extract(epoch FROM replay_lag)), 0)::float8
+			FROM pg_stat_replication WHERE application_name LIKE 'standby%'`).Scan(&lag)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if time.Duration(lag*float64(time.Second)) > min {
+			t.Logf("standby replay lag %.3fs", lag)
+			return
+		}
+		if _, err := conn.Exec(ctx, "UPDATE throttle_flag SET hold = hold"); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("the paused standby's replay lag never grew")
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 }
 
