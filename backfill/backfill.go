@@ -340,6 +340,8 @@ func (b *Backfiller) runRange(ctx context.Context, q *queries, r state.Range, to
 		total.p.BatchTime = time.Since(start)
 		snapshot := total.p
 		total.mu.Unlock()
+		b.log.Debug("backfill batch", zap.String("table", r.Table), zap.Int("range", r.ID), zap.Int("batch_size", size),
+			zap.Int64("rows", res.scanned), zap.Int64("changed", res.updated), zap.Duration("took", snapshot.BatchTime))
 		if b.OnBatch != nil {
 			b.OnBatch(snapshot)
 		}

@@ -62,6 +62,7 @@ type Consumer struct {
 	lagRing []time.Duration
 	lagNext int
 	drains  map[string]chan error // nonce → done
+	reader  *streamReader         // the running stream, for Drain to wake
 }
 
 const lagRingSize = 100_000
@@ -114,6 +115,12 @@ func (c *Consumer) Drain(ctx context.Context) error {
 	if err := c.pool.QueryRow(ctx, "SELECT pg_logical_emit_message(true, $1, $2)::text", c.sentinelPrefix(), nonce).Scan(&lsn); err != nil {
 		return fmt.Errorf("emit sentinel: %w", err)
 	}
+	// The reader may be waiting for a full chunk of stream: read now.
+	c.mu.Lock()
+	if c.reader != nil {
+		c.reader.wake()
+	}
+	c.mu.Unlock()
 	t := time.NewTimer(c.cfg.DrainTimeout)
 	defer t.Stop()
 	select {
@@ -216,23 +223,32 @@ func (c *Consumer) Run(ctx context.Context) (err error) {
 	}()
 	c.log.Info("sync consumer started", zap.String("slot", SlotName(c.jobID)))
 	st := &loopState{conn: conn, relations: map[uint32]*relation{}, pending: map[*Target]map[string][]string{}, apply: apply, lastStatus: time.Now()}
+	rd := newStreamReader(ctx, conn, streamTick)
+	c.mu.Lock()
+	c.reader = rd
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.reader = nil
+		c.mu.Unlock()
+		rd.close()
+	}()
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		wait := c.cfg.StatusInterval - time.Since(st.lastStatus)
+		until := st.lastStatus.Add(c.cfg.StatusInterval)
 		if st.nPending > 0 {
-			wait = min(wait, c.cfg.FlushInterval-time.Since(st.firstAt))
+			until = minTime(until, st.firstAt.Add(c.cfg.FlushInterval))
 		}
-		if c.drainPending() {
+		draining := c.drainPending()
+		if draining {
 			// On PG16+ the walsender can miss its wake-up unless the client
 			// reports often while it waits for something specific.
-			wait = min(wait, 50*time.Millisecond)
+			until = minTime(until, st.lastStatus.Add(50*time.Millisecond))
 		}
-		if wait > 0 {
-			rctx, cancel := context.WithTimeout(ctx, wait)
-			msg, rerr := conn.ReceiveMessage(rctx)
-			cancel()
+		if time.Now().Before(until) {
+			msg, rerr := rd.receive(ctx, until, draining)
 			if rerr != nil && !pgconn.Timeout(rerr) {
 				if ctx.Err() != nil {
 					return ctx.Err()
@@ -259,6 +275,13 @@ func (c *Consumer) Run(ctx context.Context) (err error) {
 			}
 		}
 	}
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }
 
 func (c *Consumer) drainPending() bool {
