@@ -149,7 +149,11 @@ func newSyncFixture(t *testing.T, ddl string, target replication.Target) *syncFi
 	mustExec(t, pool, ddl)
 	f := &syncFixture{pool: pool, jobID: nextJobID(), target: target}
 	dropAtEnd(t, pool, f.jobID)
-	mustExec(t, pool, replication.PublicationSQL(f.jobID, []migration.TableName{target.Table}))
+	columns, err := replication.PublishedColumns(ctx, pool, []replication.Target{target})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustExec(t, pool, replication.PublicationSQL(f.jobID, []migration.TableName{target.Table}, columns))
 	created, err := replication.EnsureSlot(ctx, pool, f.jobID, 5*time.Second)
 	if err != nil || !created {
 		t.Fatalf("EnsureSlot: created=%v err=%v", created, err)
@@ -411,7 +415,7 @@ func TestCheckReplicaIdentity(t *testing.T) {
 	// The refusal is right: the application's UPDATE fails once the table
 	// joins an update-publishing publication.
 	mustExec(t, pool, "INSERT INTO no_pk VALUES (1, 'a'); INSERT INTO dropped_idx VALUES (1, 'a')")
-	mustExec(t, pool, replication.PublicationSQL(nextJobID(), []migration.TableName{tn("no_pk"), tn("dropped_idx")}))
+	mustExec(t, pool, replication.PublicationSQL(nextJobID(), []migration.TableName{tn("no_pk"), tn("dropped_idx")}, nil))
 	for _, name := range []string{"no_pk", "dropped_idx"} {
 		if _, err := pool.Exec(ctx, "UPDATE "+name+" SET v = 'b'"); err == nil {
 			t.Errorf("UPDATE of published %s succeeded: the check refuses a table that works", name)
@@ -568,7 +572,7 @@ func TestDropAndOrphans(t *testing.T) {
 	}
 	docs := []migration.TableName{{Schema: "public", Name: "docs"}}
 	for _, id := range []int64{a, b, c} {
-		mustExec(t, pool, replication.PublicationSQL(id, docs))
+		mustExec(t, pool, replication.PublicationSQL(id, docs, nil))
 		if _, err := replication.EnsureSlot(ctx, pool, id, 5*time.Second); err != nil {
 			t.Fatal(err)
 		}
@@ -578,7 +582,7 @@ func TestDropAndOrphans(t *testing.T) {
 			}
 		}
 	}
-	mustExec(t, pool, replication.PublicationSQL(pubOnly, docs))
+	mustExec(t, pool, replication.PublicationSQL(pubOnly, docs, nil))
 	if err := replication.EnsureOrigin(ctx, pool, replication.OriginName(originOnly, "b0")); err != nil {
 		t.Fatal(err)
 	}
@@ -1163,7 +1167,14 @@ func TestApplySQLQuotesIdentifiers(t *testing.T) {
 	// And the consumer with that target, end to end.
 	jobID := nextJobID()
 	dropAtEnd(t, pool, jobID)
-	mustExec(t, pool, replication.PublicationSQL(jobID, []migration.TableName{target.Table}))
+	columns, err := replication.PublishedColumns(ctx, pool, []replication.Target{*target})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cols := columns[target.Table.String()]; strings.Join(cols, "|") != `Key Col|we"ird` {
+		t.Fatalf("published columns %q, want the key", cols)
+	}
+	mustExec(t, pool, replication.PublicationSQL(jobID, []migration.TableName{target.Table}, columns))
 	if _, err := replication.EnsureSlot(ctx, pool, jobID, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -1177,5 +1188,78 @@ func TestApplySQLQuotesIdentifiers(t *testing.T) {
 	var n int
 	if err := pool.QueryRow(ctx, `SELECT count(*) FROM "Odd Schema"."Odd Name" WHERE "New Col" IS DISTINCT FROM upper("Old Col")`).Scan(&n); err != nil || n != 0 {
 		t.Fatalf("%d rows wrong (%v)", n, err)
+	}
+}
+
+// TestPublishedColumns: the publication lists the key and the replica
+// identity columns (PostgreSQL 15+), so the walsender sends keys only; an
+// application UPDATE of any other column still succeeds (the list covers
+// the identity) and is still published.
+func TestPublishedColumns(t *testing.T) {
+	ctx := context.Background()
+	pool := newPool(t, pgtest.NewDB(t))
+	mustExec(t, pool, `
+		CREATE TABLE pk_t (id bigint PRIMARY KEY, a text);
+		CREATE TABLE comp (a int, b int, c text, PRIMARY KEY (b, a));
+		CREATE TABLE by_index (id bigint PRIMARY KEY, code text NOT NULL, v text);
+		CREATE UNIQUE INDEX by_index_code ON by_index (code);
+		ALTER TABLE by_index REPLICA IDENTITY USING INDEX by_index_code;
+		CREATE TABLE full_t (id bigint PRIMARY KEY, v text);
+		ALTER TABLE full_t REPLICA IDENTITY FULL;
+		INSERT INTO pk_t VALUES (1, 'x'); INSERT INTO comp VALUES (1, 2, 'x');
+		INSERT INTO by_index VALUES (1, 'c1', 'x'); INSERT INTO full_t VALUES (1, 'x')`)
+	tn := func(name string) migration.TableName { return migration.TableName{Schema: "public", Name: name} }
+	key := func(names ...string) []migration.KeyColumn {
+		out := make([]migration.KeyColumn, len(names))
+		for i, n := range names {
+			out[i] = migration.KeyColumn{Name: n, Type: "bigint"}
+		}
+		return out
+	}
+	targets := []replication.Target{
+		{Table: tn("pk_t"), Key: key("id")},
+		{Table: tn("comp"), Key: key("b", "a")},
+		{Table: tn("by_index"), Key: key("id")},
+		{Table: tn("full_t"), Key: key("id")},
+	}
+	columns, err := replication.PublishedColumns(ctx, pool, targets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"public.pk_t": "id", "public.comp": "b|a", "public.by_index": "code|id"}
+	if pgtest.Shared(t).Version() < 15 {
+		want = map[string]string{}
+	}
+	for name, w := range want {
+		if got := strings.Join(columns[name], "|"); got != w {
+			t.Errorf("%s: published columns %q, want %q", name, got, w)
+		}
+	}
+	if _, ok := columns["public.full_t"]; ok || len(columns) != len(want) {
+		t.Errorf("columns %v: REPLICA IDENTITY FULL must get no list", columns)
+	}
+	tables := make([]migration.TableName, len(targets))
+	for i, tg := range targets {
+		tables[i] = tg.Table
+	}
+	jobID := nextJobID()
+	dropAtEnd(t, pool, jobID)
+	mustExec(t, pool, replication.PublicationSQL(jobID, tables, columns))
+	if _, err := replication.EnsureSlot(ctx, pool, jobID, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	// Updates of unlisted columns only: each must succeed and be published.
+	for _, q := range []string{"UPDATE pk_t SET a = 'y'", "UPDATE comp SET c = 'y'", "UPDATE by_index SET v = 'y'", "UPDATE full_t SET v = 'y'"} {
+		mustExec(t, pool, q)
+	}
+	var updates int
+	err = pool.QueryRow(ctx, `SELECT count(*) FROM pg_logical_slot_peek_binary_changes($1, NULL, NULL,
+		'proto_version', '1', 'publication_names', $2) WHERE get_byte(data, 0) = ascii('U')`,
+		replication.SlotName(jobID), replication.PublicationName(jobID)).Scan(&updates)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if updates != 4 {
+		t.Fatalf("%d UPDATE messages in the stream, want 4", updates)
 	}
 }

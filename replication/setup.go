@@ -26,6 +26,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -203,14 +204,71 @@ func PublicationExists(ctx context.Context, q Querier, jobID int64) (bool, error
 }
 
 // PublicationSQL is the statement creating the job's publication. Only
-// inserts and updates matter: a deleted row needs no new columns.
-func PublicationSQL(jobID int64, tables []migration.TableName) string {
+// inserts and updates matter: a deleted row needs no new columns. columns,
+// if it has an entry for a table (see PublishedColumns), becomes its column
+// list.
+func PublicationSQL(jobID int64, tables []migration.TableName, columns map[string][]string) string {
 	names := make([]string, len(tables))
 	for i, t := range tables {
 		names[i] = t.Quoted()
+		if cols := columns[t.String()]; len(cols) > 0 {
+			quoted := make([]string, len(cols))
+			for j, c := range cols {
+				quoted[j] = migration.QuoteIdent(c)
+			}
+			names[i] += " (" + strings.Join(quoted, ", ") + ")"
+		}
 	}
 	return fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s WITH (publish = 'insert, update')",
 		pgx.Identifier{PublicationName(jobID)}.Sanitize(), strings.Join(names, ", "))
+}
+
+// PublishedColumns returns the column list of each target's table in the
+// job's publication: its key columns and its replica identity columns.
+//
+// The consumer reads nothing but the key from a change, yet pgoutput
+// renders every column of every changed row as text and the walsender sends
+// it — including each row refit's own backfill writes, which PostgreSQL 15
+// cannot filter out by origin. Publishing only the key (PostgreSQL 15+
+// column lists) cuts the walsender's work and the stream's size several
+// times over; an UPDATE touching only unlisted columns is still published.
+// The list must cover the replica identity, or PostgreSQL refuses the
+// application's UPDATEs on the table; a table with REPLICA IDENTITY FULL,
+// or a server before 15, gets no list (every column).
+func PublishedColumns(ctx context.Context, q Querier, targets []Target) (map[string][]string, error) {
+	var version int
+	if err := q.QueryRow(ctx, "SELECT current_setting('server_version_num')::int").Scan(&version); err != nil {
+		return nil, fmt.Errorf("server version: %w", err)
+	}
+	out := map[string][]string{}
+	if version < 150000 {
+		return out, nil
+	}
+	for _, t := range targets {
+		var ident string
+		var identCols []string
+		err := q.QueryRow(ctx, `SELECT c.relreplident::text,
+			coalesce((SELECT array_agg(a.attname::text ORDER BY k.ord)
+				FROM pg_index i CROSS JOIN unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+				JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+				WHERE i.indrelid = c.oid AND ((c.relreplident = 'd' AND i.indisprimary) OR (c.relreplident = 'i' AND i.indisreplident))),
+				'{}')
+			FROM pg_class c WHERE c.oid = to_regclass($1)`, t.Table.Quoted()).Scan(&ident, &identCols)
+		if err != nil {
+			return nil, fmt.Errorf("replica identity of %s: %w", t.Table, err)
+		}
+		if ident == "f" {
+			continue
+		}
+		cols := append([]string(nil), identCols...)
+		for _, k := range t.Key {
+			if !slices.Contains(cols, k.Name) {
+				cols = append(cols, k.Name)
+			}
+		}
+		out[t.Table.String()] = cols
+	}
+	return out, nil
 }
 
 // SlotInfo describes the job's slot.

@@ -95,6 +95,36 @@ type Runner struct {
 	controlMu   sync.Mutex  // the backfill's ranges call control concurrently
 	lastControl time.Time
 	tuned       atomic.Pointer[tuning] // Backfill/Throttle with the job's settings
+	held        heldClock              // time the backfill waited on throttles
+}
+
+// heldClock sums, per throttle reason, the time backfill batches waited.
+// With parallel ranges each range's waits count, so the sum can exceed the
+// wall time.
+type heldClock struct {
+	mu    sync.Mutex
+	total map[string]time.Duration
+}
+
+func (h *heldClock) add(reason string, d time.Duration) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.total == nil {
+		h.total = map[string]time.Duration{}
+	}
+	h.total[reason] += d
+}
+
+// Held returns how long this runner's backfills waited on each throttle
+// signal (the operator's pause not included).
+func (r *Runner) Held() map[string]time.Duration {
+	r.held.mu.Lock()
+	defer r.held.mu.Unlock()
+	out := make(map[string]time.Duration, len(r.held.total))
+	for k, v := range r.held.total {
+		out[k] = v
+	}
+	return out
 }
 
 // tuning is the effective configuration of a job: the runner's base with
@@ -610,9 +640,18 @@ func (r *Runner) backfill(ctx context.Context, log *zap.Logger, job *state.Job, 
 		if err := r.sync.throttle(ctx); err != nil {
 			return err
 		}
+		var since time.Time
+		var last string
 		return th.Wait(ctx, func(reason string) {
 			if reason != "" {
 				log.Info("backfill throttled", zap.String("throttled_by", reason))
+				if since.IsZero() {
+					since = time.Now()
+				}
+				last = reason
+			} else if !since.IsZero() {
+				r.held.add(last, time.Since(since))
+				since = time.Time{}
 			}
 			_ = r.Store.SetThrottled(context.WithoutCancel(ctx), job.ID, reason) //nolint:errcheck // status only
 		}, func() error {
@@ -640,7 +679,12 @@ func (r *Runner) backfill(ctx context.Context, log *zap.Logger, job *state.Job, 
 		if err := bf.Run(ctx, backfill.Table{Name: b.Table, Key: tf.Key, Sets: b.Sets}); err != nil {
 			return err
 		}
-		log.Info("table backfilled", zap.String("table", b.Table.String()), zap.Duration("elapsed", time.Since(start)))
+		var held time.Duration
+		for _, d := range r.Held() {
+			held += d
+		}
+		log.Info("table backfilled", zap.String("table", b.Table.String()), zap.Duration("elapsed", time.Since(start)),
+			zap.Duration("throttled", held))
 	}
 	return nil
 }

@@ -39,6 +39,7 @@ type syncer struct {
 	reasonMu   sync.Mutex
 	reason     string
 	onThrottle func(ctx context.Context, reason string)
+	onHeld     func(reason string, d time.Duration) // after each hold, with its last reason
 }
 
 // targets returns the tables the job keeps in sync (those it backfills).
@@ -74,7 +75,11 @@ func (r *Runner) prepareReplication(ctx context.Context, log *zap.Logger, job *s
 		return err
 	}
 	if !exists {
-		if err := r.DDL.Run(ctx, statement(migration.Step{SQL: replication.PublicationSQL(job.ID, tables), Transactional: true,
+		columns, err := replication.PublishedColumns(ctx, r.Pool, tgts)
+		if err != nil {
+			return err
+		}
+		if err := r.DDL.Run(ctx, statement(migration.Step{SQL: replication.PublicationSQL(job.ID, tables, columns), Transactional: true,
 			Description: "create publication " + replication.PublicationName(job.ID)}), nil); err != nil {
 			return err
 		}
@@ -103,7 +108,8 @@ func (r *Runner) startSync(ctx context.Context, log *zap.Logger, job *state.Job,
 		pool: r.Pool, jobID: job.ID, maxBacklog: r.Replication.MaxDecodeBacklog,
 		onThrottle: func(ctx context.Context, reason string) {
 			_ = r.Store.SetThrottled(context.WithoutCancel(ctx), job.ID, reason) //nolint:errcheck // status only
-		}}
+		},
+		onHeld: r.held.add}
 	s.consumer = replication.NewConsumer(r.Pool, job.ID, tgts, r.Replication, r.Log)
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -189,9 +195,14 @@ func (s *syncer) throttle(ctx context.Context) error {
 		return nil
 	}
 	throttled := false
+	var since time.Time
+	var last string
 	defer func() {
 		if throttled {
 			s.setThrottled(ctx, "")
+			if s.onHeld != nil {
+				s.onHeld(last, time.Since(since))
+			}
 		}
 	}()
 	for {
@@ -211,7 +222,10 @@ func (s *syncer) throttle(ctx context.Context) error {
 		if reason == "" {
 			return nil
 		}
-		throttled = true
+		if !throttled {
+			throttled, since = true, time.Now()
+		}
+		last = reason
 		s.setThrottled(ctx, reason)
 		t := time.NewTimer(10 * time.Millisecond)
 		select {

@@ -135,6 +135,9 @@ func TestThrottleSignals(t *testing.T) {
 			if job, err = r.Store.Get(ctx, sub.Job.ID); err != nil || job.Phase != state.PhaseCompleted || job.ThrottledBy != "" {
 				t.Fatalf("after release: %s throttled_by %q %v", job.Phase, job.ThrottledBy, err)
 			}
+			if held := r.Held()[tc.reason]; held < time.Second {
+				t.Fatalf("held %s by %s, want at least the second it was held: %v", held, tc.reason, r.Held())
+			}
 		})
 	}
 }

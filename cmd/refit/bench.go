@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime/pprof"
 	"sort"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -36,21 +37,27 @@ type benchResult struct {
 	BackfillS         float64 `json:"backfill_s"`
 	BackfillRowsS     float64 `json:"backfill_rows_per_s"`
 	BackfillRatio     float64 `json:"backfill_vs_single_update"`
-	Baseline          latency `json:"writer_baseline"`
-	During            latency `json:"writer_during_migration"`
-	DuringBackfill    latency `json:"writer_during_backfill"`
-	DuringWindow      latency `json:"writer_during_window"`
-	WriterP99Ratio    float64 `json:"writer_p99_ratio"`
-	SyncLag           latency `json:"sync_lag"`
-	SyncTransactions  int64   `json:"sync_transactions_applied"`
-	SyncKeys          int64   `json:"sync_keys_applied"`
-	MaxLockWaitMS     float64 `json:"max_lock_wait_on_refit_ms"`
-	LockTimeoutMS     float64 `json:"lock_timeout_ms"`
-	TotalS            float64 `json:"migration_total_s"`
-	Parallel2S        float64 `json:"backfill_parallelism2_s"`
-	Parallel2RowsS    float64 `json:"backfill_parallelism2_rows_per_s"`
-	Parallel2Ratio    float64 `json:"backfill_parallelism2_vs_single_update"`
-	PeakRSSMiB        float64 `json:"peak_rss_mib"`
+	// Throttled is the time batches waited on throttle signals (by
+	// reason); Unthrottled* is the rate over the rest of the time.
+	Throttled          map[string]float64 `json:"backfill_throttled_s"`
+	UnthrottledRowsS   float64            `json:"backfill_unthrottled_rows_per_s"`
+	UnthrottledRatio   float64            `json:"backfill_unthrottled_vs_single_update"`
+	Baseline           latency            `json:"writer_baseline"`
+	During             latency            `json:"writer_during_migration"`
+	DuringBackfill     latency            `json:"writer_during_backfill"`
+	DuringWindow       latency            `json:"writer_during_window"`
+	WriterP99Ratio     float64            `json:"writer_p99_ratio"`
+	SyncLag            latency            `json:"sync_lag"`
+	SyncTransactions   int64              `json:"sync_transactions_applied"`
+	SyncKeys           int64              `json:"sync_keys_applied"`
+	MaxLockWaitMS      float64            `json:"max_lock_wait_on_refit_ms"`
+	LockTimeoutMS      float64            `json:"lock_timeout_ms"`
+	TotalS             float64            `json:"migration_total_s"`
+	Parallel2S         float64            `json:"backfill_parallelism2_s"`
+	Parallel2RowsS     float64            `json:"backfill_parallelism2_rows_per_s"`
+	Parallel2Ratio     float64            `json:"backfill_parallelism2_vs_single_update"`
+	Parallel2Throttled map[string]float64 `json:"backfill_parallelism2_throttled_s"`
+	PeakRSSMiB         float64            `json:"peak_rss_mib"`
 }
 
 type latency struct {
@@ -149,19 +156,28 @@ func (a *app) bench(ctx context.Context, rows, rate int, baseline, window time.D
 	if err := workload.CreateUsers(ctx, pool, rows); err != nil {
 		return res, err
 	}
+	// A copy of the original rows for the parallel run (c), made now: the
+	// main migration drops full_name.
+	if _, err := pool.Exec(ctx, `CREATE TABLE users_p2 AS SELECT id, full_name, email, created_at FROM users;
+		ALTER TABLE users_p2 ADD PRIMARY KEY (id)`); err != nil {
+		return res, fmt.Errorf("copy for the parallel run: %w", err)
+	}
+	// Every measurement starts from a quiet database: no autovacuum of an
+	// earlier run's dead rows, no checkpoint of its dirty buffers in
+	// progress. Otherwise whichever runs second pays for the first.
+	if err := quiesce(ctx, pool); err != nil {
+		return res, err
+	}
 	fmt.Fprintln(log, "bench: single UPDATE of every row (on a copy)")
 	single, err := singleUpdate(ctx, pool)
 	if err != nil {
 		return res, err
 	}
 	res.SingleUpdateS, res.SingleUpdateRowsS = single.Seconds(), float64(rows)/single.Seconds()
-	// A copy of the original rows for the parallel run (c), made now: the
-	// main migration drops full_name.
-	if _, err := pool.Exec(ctx, `CREATE TABLE users_p2 AS SELECT id, full_name, email, created_at FROM users;
-		ALTER TABLE users_p2 ADD PRIMARY KEY (id); ANALYZE users_p2`); err != nil {
-		return res, fmt.Errorf("copy for the parallel run: %w", err)
-	}
 
+	if err := quiesce(ctx, pool); err != nil {
+		return res, err
+	}
 	workers := 4
 	perWorker := max(rate/workers, 1)
 	fmt.Fprintf(log, "bench: writer baseline, %d writes/s for %s\n", perWorker*workers, baseline)
@@ -244,6 +260,12 @@ func (a *app) bench(ctx context.Context, rows, rate int, baseline, window time.D
 	res.BackfillS = bfEnd.Sub(bfStart).Seconds()
 	res.BackfillRowsS = float64(rows) / res.BackfillS
 	res.BackfillRatio = res.BackfillRowsS / res.SingleUpdateRowsS
+	var held float64
+	res.Throttled, held = seconds(r.Held())
+	if free := res.BackfillS - held; free > 0 {
+		res.UnthrottledRowsS = float64(rows) / free
+		res.UnthrottledRatio = res.UnthrottledRowsS / res.SingleUpdateRowsS
+	}
 	res.During = latencyOf(w.Stats())
 	if windowMark >= 0 {
 		end := w.Mark()
@@ -262,6 +284,9 @@ func (a *app) bench(ctx context.Context, rows, rate int, baseline, window time.D
 
 	// (c) the same backfill with two parallel ranges, on a copy of the
 	// original rows, without the writer.
+	if err := quiesce(ctx, pool); err != nil {
+		return res, err
+	}
 	fmt.Fprintln(log, "bench: backfill with parallelism 2 (on a copy)")
 	p2 := fmt.Sprintf(`name: bench_parallel2
 settings:
@@ -307,12 +332,36 @@ operations:
 	res.Parallel2S = pEnd.Sub(pStart).Seconds()
 	res.Parallel2RowsS = float64(pRows) / res.Parallel2S
 	res.Parallel2Ratio = res.Parallel2RowsS / res.SingleUpdateRowsS
+	res.Parallel2Throttled, _ = seconds(pr.Held())
 	pmu.Unlock()
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err == nil {
 		res.PeakRSSMiB = float64(ru.Maxrss) / 1024 // Linux reports KiB
 	}
 	return res, nil
+}
+
+// seconds converts held times to seconds and returns their sum.
+func seconds(held map[string]time.Duration) (map[string]float64, float64) {
+	out := make(map[string]float64, len(held))
+	var sum float64
+	for k, d := range held {
+		out[k] = d.Seconds()
+		sum += d.Seconds()
+	}
+	return out, sum
+}
+
+// quiesce vacuums and analyzes the database and forces a checkpoint, so that
+// the next measurement does not share the machine with background work left
+// by the previous one.
+func quiesce(ctx context.Context, pool *pgxpool.Pool) error {
+	for _, q := range []string{"VACUUM ANALYZE", "CHECKPOINT"} {
+		if _, err := pool.Exec(ctx, q); err != nil {
+			return fmt.Errorf("bench: %s: %w", q, err)
+		}
+	}
+	return nil
 }
 
 // sampleLockWaits polls pg_locks every 10 ms until ctx ends and returns the
@@ -363,6 +412,7 @@ func printBench(w io.Writer, r benchResult) {
 	fmt.Fprintln(w, "|---|---|")
 	fmt.Fprintf(w, "| single UPDATE of all rows | %.2f s (%.0f rows/s) |\n", r.SingleUpdateS, r.SingleUpdateRowsS)
 	fmt.Fprintf(w, "| refit backfill, default settings, writer running | %.2f s (%.0f rows/s, %.2f× single UPDATE) |\n", r.BackfillS, r.BackfillRowsS, r.BackfillRatio)
+	fmt.Fprintf(w, "| … time batches waited on throttle signals | %s |\n", heldText(r.Throttled, r.UnthrottledRowsS, r.UnthrottledRatio))
 	fmt.Fprintf(w, "| writer latency, no migration (n=%d) | p50 %.2f ms · p99 %.2f ms · max %.2f ms |\n", r.Baseline.Count, r.Baseline.P50ms, r.Baseline.P99ms, r.Baseline.MaxMS)
 	fmt.Fprintf(w, "| writer latency, during backfill + sync (n=%d) | p50 %.2f ms · p99 %.2f ms · max %.2f ms (p99 %.2f× baseline) |\n", r.During.Count, r.During.P50ms, r.During.P99ms, r.During.MaxMS, r.WriterP99Ratio)
 	fmt.Fprintf(w, "| … of which during the backfill (n=%d) | p50 %.2f ms · p99 %.2f ms · max %.2f ms |\n", r.DuringBackfill.Count, r.DuringBackfill.P50ms, r.DuringBackfill.P99ms, r.DuringBackfill.MaxMS)
@@ -371,5 +421,25 @@ func printBench(w io.Writer, r benchResult) {
 	fmt.Fprintf(w, "| longest wait of any session on a refit lock (sampled every 10 ms) | %.1f ms (lock_timeout %.0f ms) |\n", r.MaxLockWaitMS, r.LockTimeoutMS)
 	fmt.Fprintf(w, "| migration total (expand → complete, incl. %s window) | %.2f s |\n", "the", r.TotalS)
 	fmt.Fprintf(w, "| refit backfill, parallelism 2, no writer (copy of the table) | %.2f s (%.0f rows/s, %.2f× single UPDATE) |\n", r.Parallel2S, r.Parallel2RowsS, r.Parallel2Ratio)
+	fmt.Fprintf(w, "| … time batches waited on throttle signals (summed over both ranges) | %s |\n", heldText(r.Parallel2Throttled, 0, 0))
 	fmt.Fprintf(w, "| peak RSS of the bench process (refit + writer + sampler) | %.1f MiB |\n", r.PeakRSSMiB)
+}
+
+// heldText renders throttle wait times, and the rate outside them if known.
+func heldText(held map[string]float64, rowsS, ratio float64) string {
+	reasons := make([]string, 0, len(held))
+	var sum float64
+	for k, v := range held {
+		reasons = append(reasons, fmt.Sprintf("%s %.2f s", k, v))
+		sum += v
+	}
+	sort.Strings(reasons)
+	if len(reasons) == 0 {
+		return "none"
+	}
+	out := fmt.Sprintf("%.2f s (%s)", sum, strings.Join(reasons, ", "))
+	if rowsS > 0 {
+		out += fmt.Sprintf("; rate over the rest of the time %.0f rows/s, %.2f× single UPDATE", rowsS, ratio)
+	}
+	return out
 }

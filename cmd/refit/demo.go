@@ -219,6 +219,9 @@ func singleUpdate(ctx context.Context, pool *pgxpool.Pool) (time.Duration, error
 	if _, err := pool.Exec(ctx, "VACUUM ANALYZE users_reference"); err != nil {
 		return 0, fmt.Errorf("vacuum copy: %w", err)
 	}
+	if _, err := pool.Exec(ctx, "CHECKPOINT"); err != nil {
+		return 0, fmt.Errorf("checkpoint: %w", err)
+	}
 	start := time.Now()
 	if _, err := pool.Exec(ctx, `UPDATE users_reference SET first_name = split_part(full_name, ' ', 1),
 		last_name = substring(full_name from position(' ' in full_name) + 1)`); err != nil {
