@@ -22,6 +22,7 @@ type Metrics struct {
 	rows      *prometheus.CounterVec
 	batchDur  *prometheus.HistogramVec
 	batchSize *prometheus.GaugeVec
+	held      *prometheus.CounterVec
 	daemon    *Daemon
 }
 
@@ -35,8 +36,10 @@ func NewMetrics() *Metrics {
 			Help: "Duration of backfill batches.", Buckets: prometheus.ExponentialBuckets(0.005, 2, 12)}, []string{"target"}),
 		batchSize: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "refit_backfill_batch_size",
 			Help: "Current backfill batch size (rows)."}, []string{"target", "job"}),
+		held: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "refit_backfill_throttled_seconds_total",
+			Help: "Time backfill ranges waited on throttle signals, by signal (summed over parallel ranges)."}, []string{"target", "job", "reason"}),
 	}
-	m.reg.MustRegister(m.rows, m.batchDur, m.batchSize, prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	m.reg.MustRegister(m.rows, m.batchDur, m.batchSize, m.held, prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }
 
@@ -61,6 +64,13 @@ func (m *Metrics) instrument(r *Runner, target string) {
 		m.batchSize.WithLabelValues(target, job).Set(float64(p.BatchSize))
 		if prev != nil {
 			prev(j, p)
+		}
+	}
+	prevHeld := r.OnHeld
+	r.OnHeld = func(jobID int64, reason string, d time.Duration) {
+		m.held.WithLabelValues(target, strconv.FormatInt(jobID, 10), reason).Add(d.Seconds())
+		if prevHeld != nil {
+			prevHeld(jobID, reason, d)
 		}
 	}
 }

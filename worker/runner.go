@@ -73,6 +73,9 @@ type Runner struct {
 	OnPhase func(job *state.Job, phase state.Phase)
 	// OnBatch, if set, is called after every backfill batch.
 	OnBatch func(job *state.Job, p backfill.Progress)
+	// OnHeld, if set, is called after each wait of a backfill range on a
+	// throttle signal, with the signal and the time waited.
+	OnHeld func(jobID int64, reason string, d time.Duration)
 	// StopAtWindow makes Run return OutcomeWaitingContract when the job is in
 	// the window and its contract gate is closed, instead of staying there to
 	// apply the stream until the gate opens.
@@ -113,6 +116,14 @@ func (h *heldClock) add(reason string, d time.Duration) {
 		h.total = map[string]time.Duration{}
 	}
 	h.total[reason] += d
+}
+
+// noteHeld records a wait of a backfill range on a throttle signal.
+func (r *Runner) noteHeld(jobID int64, reason string, d time.Duration) {
+	r.held.add(reason, d)
+	if r.OnHeld != nil {
+		r.OnHeld(jobID, reason, d)
+	}
 }
 
 // Held returns how long this runner's backfills waited on each throttle
@@ -650,7 +661,7 @@ func (r *Runner) backfill(ctx context.Context, log *zap.Logger, job *state.Job, 
 				}
 				last = reason
 			} else if !since.IsZero() {
-				r.held.add(last, time.Since(since))
+				r.noteHeld(job.ID, last, time.Since(since))
 				since = time.Time{}
 			}
 			_ = r.Store.SetThrottled(context.WithoutCancel(ctx), job.ID, reason) //nolint:errcheck // status only

@@ -109,7 +109,7 @@ func (r *Runner) startSync(ctx context.Context, log *zap.Logger, job *state.Job,
 		onThrottle: func(ctx context.Context, reason string) {
 			_ = r.Store.SetThrottled(context.WithoutCancel(ctx), job.ID, reason) //nolint:errcheck // status only
 		},
-		onHeld: r.held.add}
+		onHeld: func(reason string, d time.Duration) { r.noteHeld(job.ID, reason, d) }}
 	s.consumer = replication.NewConsumer(r.Pool, job.ID, tgts, r.Replication, r.Log)
 	var wg sync.WaitGroup
 	wg.Add(2)
