@@ -78,6 +78,11 @@ func (a *app) demo(ctx context.Context, rows, rate int, compare bool) (err error
 		}
 		fmt.Fprintf(out, "== reference: one UPDATE of all %d rows on a copy of the table took %s (%.0f rows/s)\n",
 			rows, single.Round(time.Millisecond), float64(rows)/single.Seconds())
+		// The copy's dirty buffers would otherwise be checkpointed during
+		// refit's run.
+		if err := quiesce(ctx, pool); err != nil {
+			return err
+		}
 	}
 
 	m, err := migration.Parse("examples/split_full_name.yaml", examples.SplitFullName)
