@@ -67,28 +67,7 @@ func TestDecodeBacklogThrottle(t *testing.T) {
 	cont := func() { _ = syscall.Kill(pid, syscall.SIGCONT) }
 	defer cont()
 
-	var job *state.Job
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if job, err = r.Store.Get(ctx, sub.Job.ID); err != nil {
-			t.Fatal(err)
-		}
-		if job.ThrottledBy == "sync_decode_backlog" {
-			break
-		}
-		if time.Now().After(deadline) || job.Phase != state.PhaseBackfilling {
-			t.Fatalf("never throttled by sync_decode_backlog: phase %s, throttled_by %q, rows %d", job.Phase, job.ThrottledBy, job.RowsDone)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	time.Sleep(300 * time.Millisecond)
-	a, _ := r.Store.Get(ctx, sub.Job.ID)
-	time.Sleep(700 * time.Millisecond)
-	b, _ := r.Store.Get(ctx, sub.Job.ID)
-	if a.RowsDone != b.RowsDone || b.RowsDone >= 200000 {
-		t.Fatalf("batches went on with the walsender stopped: %d → %d rows", a.RowsDone, b.RowsDone)
-	}
-	t.Logf("held by sync_decode_backlog at %d rows", b.RowsDone)
+	waitHeld(t, r, sub.Job.ID, "sync_decode_backlog", 200000)
 	cont()
 	select {
 	case err := <-done:
@@ -98,7 +77,7 @@ func TestDecodeBacklogThrottle(t *testing.T) {
 	case <-time.After(time.Minute):
 		t.Fatal("backfill did not resume once the walsender ran again")
 	}
-	if job, err = r.Store.Get(ctx, sub.Job.ID); err != nil || job.Phase != state.PhaseCompleted {
+	if job, err := r.Store.Get(ctx, sub.Job.ID); err != nil || job.Phase != state.PhaseCompleted {
 		t.Fatalf("after release: %v %v", job, err)
 	}
 	if held := r.Held()["sync_decode_backlog"]; held < time.Second {

@@ -97,28 +97,7 @@ func TestThrottleSignals(t *testing.T) {
 			go func() { _, err := r.Run(rctx, sub.Job.ID); done <- err }()
 			defer func() { cancel(); <-done }()
 
-			var job *state.Job
-			deadline := time.Now().Add(30 * time.Second)
-			for {
-				if job, err = r.Store.Get(ctx, sub.Job.ID); err != nil {
-					t.Fatal(err)
-				}
-				if job.ThrottledBy == tc.reason {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("never throttled by %s: phase %s, throttled_by %q", tc.reason, job.Phase, job.ThrottledBy)
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
-			time.Sleep(300 * time.Millisecond)
-			a, _ := r.Store.Get(ctx, sub.Job.ID)
-			time.Sleep(700 * time.Millisecond)
-			b, _ := r.Store.Get(ctx, sub.Job.ID)
-			if a.RowsDone != b.RowsDone || b.RowsDone >= 20000 {
-				t.Fatalf("batches went on while throttled by %s: %d → %d rows", tc.reason, a.RowsDone, b.RowsDone)
-			}
-			t.Logf("held by %s at %d rows", tc.reason, b.RowsDone)
+			waitHeld(t, r, sub.Job.ID, tc.reason, 20000)
 			if release == nil {
 				return // the rate ceiling holds for good at 1 row/s
 			}
@@ -132,7 +111,7 @@ func TestThrottleSignals(t *testing.T) {
 			case <-time.After(time.Minute):
 				t.Fatal("backfill did not resume once the signal cleared")
 			}
-			if job, err = r.Store.Get(ctx, sub.Job.ID); err != nil || job.Phase != state.PhaseCompleted || job.ThrottledBy != "" {
+			if job, err := r.Store.Get(ctx, sub.Job.ID); err != nil || job.Phase != state.PhaseCompleted || job.ThrottledBy != "" {
 				t.Fatalf("after release: %s throttled_by %q %v", job.Phase, job.ThrottledBy, err)
 			}
 			if held := r.Held()[tc.reason]; held < time.Second {
@@ -214,6 +193,35 @@ func waitReplayLag(t *testing.T, dsn string, min time.Duration) {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// waitHeld waits until the job's status names reason, then checks that no
+// batch runs for a second and that the backfill of total rows is not done.
+func waitHeld(t *testing.T, r *worker.Runner, jobID int64, reason string, total int64) {
+	t.Helper()
+	ctx := context.Background()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		job, err := r.Store.Get(ctx, jobID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if job.ThrottledBy == reason {
+			break
+		}
+		if time.Now().After(deadline) || job.Phase != state.PhaseBackfilling && job.Phase != state.PhasePending && job.Phase != state.PhaseExpanding {
+			t.Fatalf("never throttled by %s: phase %s, throttled_by %q, rows %d", reason, job.Phase, job.ThrottledBy, job.RowsDone)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond)
+	a, _ := r.Store.Get(ctx, jobID)
+	time.Sleep(700 * time.Millisecond)
+	b, _ := r.Store.Get(ctx, jobID)
+	if a.RowsDone != b.RowsDone || b.RowsDone >= total {
+		t.Fatalf("batches went on while throttled by %s: %d → %d rows", reason, a.RowsDone, b.RowsDone)
+	}
+	t.Logf("held by %s at %d rows", reason, b.RowsDone)
 }
 
 func execDSN(t *testing.T, dsn, sql string) {

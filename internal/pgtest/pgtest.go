@@ -140,40 +140,17 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		return nil, err
 	}
 
-	rootDir, err := os.MkdirTemp("", "refit-pgtest-")
+	c, logFile, err := newCluster(log, binDir, "refit-pgtest-", cred)
 	if err != nil {
-		return nil, fmt.Errorf("pgtest: create temp dir: %w", err)
+		return nil, err
 	}
-	c := &Cluster{
-		log:     log,
-		binDir:  binDir,
-		rootDir: rootDir,
-		dataDir: filepath.Join(rootDir, "data"),
-		logPath: filepath.Join(rootDir, "postgres.log"),
-	}
+	defer logFile.Close()
 	ok := false
 	defer func() {
 		if !ok {
 			c.abort()
 		}
 	}()
-
-	if err := os.Chmod(rootDir, 0o755); err != nil {
-		return nil, fmt.Errorf("pgtest: chmod %s: %w", rootDir, err)
-	}
-	logFile, err := os.OpenFile(c.logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("pgtest: create server log: %w", err)
-	}
-	defer logFile.Close()
-	if cred != nil {
-		if err := checkTraversable(rootDir, cred); err != nil {
-			return nil, err
-		}
-		if err := chownTree(rootDir, int(cred.Uid), int(cred.Gid)); err != nil {
-			return nil, err
-		}
-	}
 
 	if err := c.initdb(ctx, cred); err != nil {
 		return nil, err
@@ -182,18 +159,9 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		return nil, fmt.Errorf("pgtest: write postgresql.conf: %w", err)
 	}
 
-	for attempt := 1; ; attempt++ {
-		retry, err := c.startServer(ctx, cred, logFile)
-		if err == nil {
-			break
-		}
-		if !retry || attempt == startAttempts {
-			return nil, err
-		}
-		log.Info("pgtest: postgres could not use its port, retrying on another",
-			zap.Int("attempt", attempt), zap.Error(err))
+	if err := c.start(ctx, cred, logFile); err != nil {
+		return nil, err
 	}
-
 	if err := c.openAdmin(ctx); err != nil {
 		return nil, err
 	}
@@ -358,6 +326,61 @@ func (c *Cluster) dropDatabaseOnce(ctx context.Context, name string) error {
 	}
 	_, err = conn.Exec(ctx, drop)
 	return err
+}
+
+// newCluster creates the temporary directory of a cluster to be started
+// (readable by, and owned by, the user postgres runs as) and its server log.
+// On error nothing is left behind; after it, the caller's abort removes all.
+func newCluster(log *zap.Logger, binDir, prefix string, cred *syscall.Credential) (*Cluster, *os.File, error) {
+	rootDir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		return nil, nil, fmt.Errorf("pgtest: create temp dir: %w", err)
+	}
+	c := &Cluster{
+		log:     log,
+		binDir:  binDir,
+		rootDir: rootDir,
+		dataDir: filepath.Join(rootDir, "data"),
+		logPath: filepath.Join(rootDir, "postgres.log"),
+	}
+	fail := func(err error) (*Cluster, *os.File, error) {
+		_ = os.RemoveAll(rootDir)
+		return nil, nil, err
+	}
+	if err := os.Chmod(rootDir, 0o755); err != nil {
+		return fail(fmt.Errorf("pgtest: chmod %s: %w", rootDir, err))
+	}
+	logFile, err := os.OpenFile(c.logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return fail(fmt.Errorf("pgtest: create server log: %w", err))
+	}
+	if cred != nil {
+		err := checkTraversable(rootDir, cred)
+		if err == nil {
+			err = chownTree(rootDir, int(cred.Uid), int(cred.Gid))
+		}
+		if err != nil {
+			logFile.Close()
+			return fail(err)
+		}
+	}
+	return c, logFile, nil
+}
+
+// start starts postgres on a free port, trying another port when the chosen
+// one turns out to be taken.
+func (c *Cluster) start(ctx context.Context, cred *syscall.Credential, logFile *os.File) error {
+	for attempt := 1; ; attempt++ {
+		retry, err := c.startServer(ctx, cred, logFile)
+		if err == nil {
+			return nil
+		}
+		if !retry || attempt == startAttempts {
+			return err
+		}
+		c.log.Info("pgtest: postgres could not use its port, retrying on another",
+			zap.Int("attempt", attempt), zap.Error(err))
+	}
 }
 
 // initdb creates the data directory.

@@ -37,34 +37,20 @@ func (c *Cluster) StartStandby(ctx context.Context, name string) (*Cluster, erro
 	if err != nil {
 		return nil, err
 	}
-	rootDir, err := os.MkdirTemp("", "refit-pgtest-standby-")
+	st, logFile, err := newCluster(c.log, c.binDir, "refit-pgtest-standby-", cred)
 	if err != nil {
-		return nil, fmt.Errorf("pgtest: create temp dir: %w", err)
+		return nil, err
 	}
-	s := &Cluster{
-		log:     c.log,
-		binDir:  c.binDir,
-		rootDir: rootDir,
-		dataDir: filepath.Join(rootDir, "data"),
-		logPath: filepath.Join(rootDir, "postgres.log"),
-	}
+	defer logFile.Close()
 	ok := false
 	defer func() {
 		if !ok {
-			s.abort()
+			st.abort()
 		}
 	}()
-	if err := os.Chmod(rootDir, 0o755); err != nil {
-		return nil, fmt.Errorf("pgtest: chmod %s: %w", rootDir, err)
-	}
-	if cred != nil {
-		if err := chownTree(rootDir, int(cred.Uid), int(cred.Gid)); err != nil {
-			return nil, err
-		}
-	}
 	begin := time.Now()
 	cmd := exec.CommandContext(ctx, basebackup,
-		"-D", s.dataDir,
+		"-D", st.dataDir,
 		"-h", "127.0.0.1",
 		"-p", strconv.Itoa(c.port),
 		"-U", superuser,
@@ -74,7 +60,7 @@ func (c *Cluster) StartStandby(ctx context.Context, name string) (*Cluster, erro
 		"--no-sync", // throwaway data
 		"-d", "application_name="+name,
 	)
-	cmd.Dir = rootDir
+	cmd.Dir = st.rootDir
 	cmd.Env = childEnv()
 	cmd.SysProcAttr = sysProcAttr(cred, syscall.SIGKILL)
 	var out bytes.Buffer
@@ -87,28 +73,17 @@ func (c *Cluster) StartStandby(ctx context.Context, name string) (*Cluster, erro
 	// standby's walreceiver takes it from primary_conninfo.
 	conf := fmt.Sprintf("hot_standby = on\nwal_receiver_status_interval = 1s\nprimary_conninfo = 'host=127.0.0.1 port=%d user=%s application_name=%s'\n",
 		c.port, superuser, name)
-	if err := appendFile(filepath.Join(s.dataDir, "postgresql.auto.conf"), conf); err != nil {
+	if err := appendFile(filepath.Join(st.dataDir, "postgresql.auto.conf"), conf); err != nil {
 		return nil, fmt.Errorf("pgtest: write standby settings: %w", err)
 	}
-	logFile, err := os.OpenFile(s.logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("pgtest: create server log: %w", err)
+	if err := st.start(ctx, cred, logFile); err != nil {
+		return nil, err
 	}
-	defer logFile.Close()
-	for attempt := 1; ; attempt++ {
-		retry, err := s.startServer(ctx, cred, logFile)
-		if err == nil {
-			break
-		}
-		if !retry || attempt == startAttempts {
-			return nil, err
-		}
-	}
-	if err := s.openAdmin(ctx); err != nil {
+	if err := st.openAdmin(ctx); err != nil {
 		return nil, err
 	}
 	ok = true
-	c.log.Info("pgtest: standby started", zap.Int("port", s.port), zap.Int("primary_port", c.port),
+	c.log.Info("pgtest: standby started", zap.Int("port", st.port), zap.Int("primary_port", c.port),
 		zap.Duration("took", time.Since(begin)))
-	return s, nil
+	return st, nil
 }
