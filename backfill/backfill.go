@@ -484,18 +484,10 @@ func (q *queries) count(hasAfter, hasUpper bool) string {
 	return fmt.Sprintf("SELECT count(*) FROM %s WHERE %s", q.table, q.bounds(hasAfter, hasUpper))
 }
 
-// update renders the batch UPDATE. The IS DISTINCT FROM guard skips rows
-// that are already right, so re-running a range is a read, not a write.
+// update renders the batch UPDATE (migration.RecomputeSQL). Its guard skips
+// rows that are already right, so re-running a range is a read, not a write.
 func (q *queries) update(hasAfter, hasUpper bool) string {
-	sets := make([]string, len(q.sets))
-	guards := make([]string, len(q.sets))
-	for i, s := range q.sets {
-		c := migration.QuoteIdent(s.Column)
-		sets[i] = fmt.Sprintf("%s = (%s)", c, s.Expr)
-		guards[i] = fmt.Sprintf("%s IS DISTINCT FROM (%s)", c, s.Expr)
-	}
-	return fmt.Sprintf("UPDATE %s SET %s WHERE %s AND (%s)", q.table, strings.Join(sets, ", "),
-		q.bounds(hasAfter, hasUpper), strings.Join(guards, " OR "))
+	return migration.RecomputeSQL(q.table, q.sets, q.bounds(hasAfter, hasUpper))
 }
 
 func retryable(err error) bool {

@@ -153,13 +153,12 @@ func (in *inspector) check(ctx context.Context, i int, op Operation) error {
 		// The backfill's own statement (backfill.update): assignment rules,
 		// not an explicit CAST, decide whether the expression fits the
 		// column, and the IS DISTINCT FROM guard needs an equality operator.
-		field, expr := "up", o.Up
-		if expr == "" && in.facts.VolatileDefault[i] {
-			field, expr = "column.default", o.Column.Default
+		field, set := "up", ColumnSet{Column: o.Column.Name, Expr: o.Up}
+		if o.Up == "" && in.facts.VolatileDefault[i] {
+			field, set = "column.default", ColumnSet{Column: o.Column.Name, Expr: o.Column.Default, Fill: true}
 		}
-		if expr != "" {
-			if err := in.probe(ctx, fmt.Sprintf("UPDATE %s AS %s SET %s = (\n%s\n) WHERE %s IS DISTINCT FROM (\n%s\n)",
-				shadow, QuoteIdent(o.Table.Name), col, expr, col, expr)); err != nil {
+		if set.Expr != "" {
+			if err := in.probe(ctx, RecomputeSQL(shadow+" AS "+QuoteIdent(o.Table.Name), []ColumnSet{set}, "true")); err != nil {
 				return in.dbErr(i, field, err)
 			}
 		}

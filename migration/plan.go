@@ -65,6 +65,10 @@ type Step struct {
 type ColumnSet struct {
 	Column string
 	Expr   string
+	// Fill marks a volatile default given once to the rows that existed
+	// before the column (where it is NULL) and never recomputed by the sync:
+	// see recompute.go.
+	Fill bool `json:",omitempty"`
 }
 
 // Backfill fills new columns of one table from expressions over the row.
@@ -115,7 +119,7 @@ func BuildPlan(m *Migration, facts *Facts) *Plan {
 	// after a late write) until everything it reads is still there.
 	var enforce []Step
 	var rollback []Step
-	addBackfill := func(t TableName, col, expr string) {
+	addBackfill := func(t TableName, set ColumnSet) {
 		key := t.String()
 		b := backfills[key]
 		if b == nil {
@@ -123,7 +127,7 @@ func BuildPlan(m *Migration, facts *Facts) *Plan {
 			backfills[key] = b
 			order = append(order, key)
 		}
-		b.Sets = append(b.Sets, ColumnSet{Column: col, Expr: expr})
+		b.Sets = append(b.Sets, set)
 	}
 	type postStep struct {
 		post int
@@ -175,9 +179,11 @@ func BuildPlan(m *Migration, facts *Facts) *Plan {
 				Lock:        lockAccessExclusive, Cost: "metadata only (no rewrite)"})
 			switch {
 			case o.Up != "":
-				addBackfill(t, o.Column.Name, o.Up)
+				addBackfill(t, ColumnSet{Column: o.Column.Name, Expr: o.Up})
 			case volatile:
-				addBackfill(t, o.Column.Name, o.Column.Default)
+				// Not a function of the row: fill the existing rows once,
+				// leave every row the application writes alone.
+				addBackfill(t, ColumnSet{Column: o.Column.Name, Expr: o.Column.Default, Fill: true})
 			}
 			if !o.Column.IsNullable() {
 				enforce = append(enforce, notNullSteps(i, o.Kind(), t, o.Column.Name)...)

@@ -455,7 +455,9 @@ operations:
 		`ALTER TABLE "events" ADD COLUMN "kind" text DEFAULT ('x')`,
 	})
 	want := []migration.Backfill{{Table: migration.TableName{Name: "events"}, Sets: []migration.ColumnSet{
-		{Column: "created_at", Expr: "clock_timestamp()"},
+		// A volatile default fills the existing rows once; the sync never
+		// recomputes it (it is not a function of the row).
+		{Column: "created_at", Expr: "clock_timestamp()", Fill: true},
 		{Column: "token", Expr: "md5(id::text)::uuid"}, // up wins over the default
 	}}}
 	if !reflect.DeepEqual(p.Backfills, want) {

@@ -588,7 +588,8 @@ func (c *Consumer) applyPending(ctx context.Context, st *loopState) error {
 }
 
 // ApplySQL renders the apply statement of a target: recompute the derived
-// columns of the given keys from the live rows, skipping rows already right.
+// columns of the given keys from the live rows, skipping rows already right
+// (migration.RecomputeSQL). Fill-once columns are never recomputed.
 func ApplySQL(t *Target) string {
 	keyCols := make([]string, len(t.Key))
 	casts := make([]string, len(t.Key))
@@ -600,16 +601,9 @@ func ApplySQL(t *Target) string {
 		casts[i] = fmt.Sprintf("CAST(u.k%d AS %s)", i, k.Type)
 		params[i] = fmt.Sprintf("$%d::text[]", i+1)
 	}
-	sets := make([]string, len(t.Sets))
-	guards := make([]string, len(t.Sets))
-	for i, s := range t.Sets {
-		c := migration.QuoteIdent(s.Column)
-		sets[i] = fmt.Sprintf("%s = (%s)", c, s.Expr)
-		guards[i] = fmt.Sprintf("%s IS DISTINCT FROM (%s)", c, s.Expr)
-	}
-	return fmt.Sprintf("UPDATE %s SET %s WHERE (%s) IN (SELECT %s FROM unnest(%s) AS u(%s)) AND (%s)",
-		t.Table.Quoted(), strings.Join(sets, ", "), strings.Join(keyCols, ", "), strings.Join(casts, ", "),
-		strings.Join(params, ", "), strings.Join(aliases, ", "), strings.Join(guards, " OR "))
+	where := fmt.Sprintf("(%s) IN (SELECT %s FROM unnest(%s) AS u(%s))", strings.Join(keyCols, ", "), strings.Join(casts, ", "),
+		strings.Join(params, ", "), strings.Join(aliases, ", "))
+	return migration.RecomputeSQL(t.Table.Quoted(), migration.Derived(t.Sets), where)
 }
 
 func (c *Consumer) sendStatus(ctx context.Context, st *loopState, reply bool) error {

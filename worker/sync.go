@@ -42,7 +42,9 @@ type syncer struct {
 	onHeld     func(reason string, d time.Duration) // after each hold, with its last reason
 }
 
-// targets returns the tables the job keeps in sync (those it backfills).
+// targets returns the tables the job keeps in sync: those with derived
+// columns. A table whose backfill only fills volatile defaults needs no
+// sync (rows written after expand are the application's).
 func targets(plan *migration.Plan, facts *migration.Facts) ([]replication.Target, error) {
 	var out []replication.Target
 	for _, b := range plan.Backfills {
@@ -50,7 +52,11 @@ func targets(plan *migration.Plan, facts *migration.Facts) ([]replication.Target
 		if tf == nil {
 			return nil, fmt.Errorf("no facts recorded for table %s", b.Table)
 		}
-		out = append(out, replication.Target{Table: tf.Name, Key: tf.Key, Sets: b.Sets})
+		sets := migration.Derived(b.Sets)
+		if len(sets) == 0 {
+			continue
+		}
+		out = append(out, replication.Target{Table: tf.Name, Key: tf.Key, Sets: sets})
 	}
 	return out, nil
 }
