@@ -276,16 +276,31 @@ func (in *inspector) table(ctx context.Context, i int, t TableName) (*TableFacts
 		return tf, in.shadows[key], nil
 	}
 	var oid uint32
-	var schema, name, replIdent string
+	var schema, name, replIdent, kind string
+	var parent, child *string
 	err := in.tx.QueryRow(ctx, `SELECT c.oid, n.nspname, c.relname,
-			CASE c.relreplident WHEN 'd' THEN 'default' WHEN 'n' THEN 'nothing' WHEN 'f' THEN 'full' WHEN 'i' THEN 'index' END
+			CASE c.relreplident WHEN 'd' THEN 'default' WHEN 'n' THEN 'nothing' WHEN 'f' THEN 'full' WHEN 'i' THEN 'index' END,
+			c.relkind::text, (SELECT i.inhparent::regclass::text FROM pg_inherits i WHERE i.inhrelid = c.oid LIMIT 1),
+			(SELECT i.inhrelid::regclass::text FROM pg_inherits i WHERE i.inhparent = c.oid LIMIT 1)
 		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE c.oid = to_regclass($1) AND c.relkind IN ('r','p')`, t.Quoted()).Scan(&oid, &schema, &name, &replIdent)
+		WHERE c.oid = to_regclass($1) AND c.relkind IN ('r','p')`, t.Quoted()).Scan(&oid, &schema, &name, &replIdent, &kind, &parent, &child)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, "", in.m.OpError(i, "table", "table %s does not exist", t)
 	}
 	if err != nil {
 		return nil, "", in.dbErr(i, "table", err)
+	}
+	// Partitioned tables and partitions are refused here, before anything
+	// changes: the sync's publication, the per-table backfill and the DDL on
+	// one partition do not apply to them (a partition cannot get a column of
+	// its own; a partitioned table is published through its leaves).
+	switch {
+	case kind == "p":
+		return nil, "", in.m.OpError(i, "table", "table %s is partitioned: refit does not change partitioned tables yet (their partitions are published and backfilled one by one)", t)
+	case parent != nil:
+		return nil, "", in.m.OpError(i, "table", "table %s inherits from %s (a partition or an inheritance child): refit does not change such tables yet; change the parent with a plain migration instead", t, *parent)
+	case child != nil:
+		return nil, "", in.m.OpError(i, "table", "table %s has inheritance children (e.g. %s): refit does not change such tables yet", t, *child)
 	}
 	tf := &TableFacts{Name: TableName{Schema: schema, Name: name}, Columns: map[string]string{}, ReplicaIdentity: replIdent}
 	attrs := map[string]attrInfo{}

@@ -38,6 +38,10 @@ CREATE TABLE events (
 	doc json
 );
 CREATE TABLE "Order Items" ("Item ID" int PRIMARY KEY, "Full ""Name""" text);
+CREATE TABLE parted (id int, at date, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+CREATE TABLE parted_2026 PARTITION OF parted FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+CREATE TABLE parent_t (id int PRIMARY KEY);
+CREATE TABLE child_t (extra text) INHERITS (parent_t);
 `
 
 // setupDB returns a connection to a fresh database holding schemaSQL.
@@ -174,6 +178,16 @@ func TestInspectRejects(t *testing.T) {
   - create_enum: {name: plans, values: [a]}`, 0, "name", []string{"already exists"}},
 		{"create_enum in a missing schema", `
   - create_enum: {name: nosuch.e, values: [a]}`, 0, "name", []string{"nosuch"}},
+		{"partitioned table", `
+  - add_column: {table: parted, column: {name: c, type: int}, up: "id + 1"}`, 0, "table", []string{"partitioned"}},
+		{"a partition", `
+  - add_column: {table: parted_2026, column: {name: c, type: int}}`, 0, "table", []string{"parted_2026", "parted"}},
+		{"an inheritance child", `
+  - drop_column: {table: child_t, column: extra}`, 0, "table", []string{"inherits"}},
+		{"an inheritance parent", `
+  - add_column: {table: parent_t, column: {name: c, type: int}, up: "id"}`, 0, "table", []string{"inheritance children", "child_t"}},
+		{"create_index on a partitioned table", `
+  - create_index: {name: idx_parted, table: parted, columns: [at]}`, 0, "table", []string{"partitioned"}},
 		{"table without a key", `
   - add_column: {table: nokey, column: {name: c, type: int}, up: "a + 1"}`, 0, "table", []string{"primary key"}},
 		{"table with a unique index over a nullable column only", `
