@@ -34,6 +34,8 @@ type Config struct {
 	// this are active (running a statement); 0 = off.
 	MaxActiveSessions int `mapstructure:"max_active_sessions" json:"max_active_sessions"`
 	// Query is a custom SQL query returning one boolean; true holds batches.
+	// It runs in a read-only transaction, at most QueryTimeout; see
+	// ValidateQuery for what is accepted.
 	Query string `mapstructure:"query" json:"query,omitempty"`
 	// MaxRowsPerSecond caps the backfill's rate; 0 = off.
 	MaxRowsPerSecond int `mapstructure:"max_rows_per_second" json:"max_rows_per_second"`
@@ -120,11 +122,9 @@ func (t *Throttler) Check(ctx context.Context) (string, error) {
 		}
 	}
 	if cfg.Query != "" {
-		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		var hold bool
-		if err := t.pool.QueryRow(qctx, cfg.Query).Scan(&hold); err != nil {
-			return "", fmt.Errorf("throttle.query: %w", err)
+		hold, err := evaluate(ctx, t.pool, cfg.Query)
+		if err != nil {
+			return "", err
 		}
 		if hold {
 			return ReasonQuery, nil

@@ -297,6 +297,10 @@ func (r *Runner) load(ctx context.Context, job *state.Job) (*migration.Migration
 	if facts.ServerVersion != 0 || job.Phase != state.PhasePending {
 		return m, &facts, nil
 	}
+	// Settings first: facts stored would skip this check on a retry.
+	if _, _, err := ValidateMigrationSettings(ctx, r.Pool, m, r.Backfill, r.Throttle); err != nil {
+		return nil, nil, err
+	}
 	f, err := validate(ctx, r.Pool, m)
 	if err != nil {
 		return nil, nil, err
@@ -313,9 +317,6 @@ func (r *Runner) load(ctx context.Context, job *state.Job) (*migration.Migration
 		return nil, nil, err
 	}
 	if len(m.Settings) > 0 {
-		if _, _, err := ApplySettings(m.Settings, r.Backfill, r.Throttle); err != nil {
-			return nil, nil, fmt.Errorf("settings: %w", err)
-		}
 		if err := r.Store.SetSettings(ctx, job.ID, m.Settings, r.Actor); err != nil {
 			return nil, nil, err
 		}

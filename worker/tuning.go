@@ -1,7 +1,9 @@
 package worker
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -9,6 +11,7 @@ import (
 	"time"
 
 	"github.com/refit-dev/refit/backfill"
+	"github.com/refit-dev/refit/migration"
 	"github.com/refit-dev/refit/throttle"
 )
 
@@ -85,6 +88,91 @@ func ApplySettings(settings map[string]string, b backfill.Config, t throttle.Con
 	}
 	return b, t, t.Validate()
 }
+
+// SettingError is a value ValidateSettings refused after checking it
+// against the database: the job's setting Key, or, with Config set, the
+// configuration's value of Key that the job would use. Err names the key.
+type SettingError struct {
+	Key    string
+	Config bool
+	Err    error
+}
+
+func (e *SettingError) Error() string {
+	if e.Config {
+		return fmt.Sprintf("in the configuration: %v", e.Err)
+	}
+	return fmt.Sprintf("in the job's settings: %v", e.Err)
+}
+
+func (e *SettingError) Unwrap() error { return e.Err }
+
+// ValidateSettings is ApplySettings plus the checks that need the job's
+// database, changing nothing there: the throttle query the job would run
+// (the setting's, else the configuration's) must pass
+// throttle.ValidateQuery. A setting of throttle.query is checked even when
+// empty (use SELECT false to switch the signal off); an empty configured
+// query is off. A refused query is a *SettingError wrapping the
+// *throttle.QueryError; other errors (the database could not be asked) are
+// returned wrapped as they are.
+func ValidateSettings(ctx context.Context, db throttle.DB, settings map[string]string, b backfill.Config, t throttle.Config) (backfill.Config, throttle.Config, error) {
+	b, t, err := ApplySettings(settings, b, t)
+	if err != nil {
+		return b, t, err
+	}
+	_, set := settings["throttle.query"]
+	if set || t.Query != "" {
+		err := throttle.ValidateQuery(ctx, db, t.Query)
+		var qe *throttle.QueryError
+		if errors.As(err, &qe) {
+			return b, t, &SettingError{Key: "throttle.query", Config: !set, Err: err}
+		}
+		if err != nil {
+			return b, t, fmt.Errorf("check throttle.query: %w", err)
+		}
+	}
+	return b, t, nil
+}
+
+// ApplyMigrationSettings is ApplySettings of a migration's settings key on
+// top of the configuration, as its job will run; a bad setting is a
+// *migration.Error naming the file and the field.
+func ApplyMigrationSettings(m *migration.Migration, b backfill.Config, t throttle.Config) (backfill.Config, throttle.Config, error) {
+	bf, th, err := ApplySettings(m.Settings, b, t)
+	if err != nil {
+		return bf, th, &migration.Error{File: m.File, Op: -1, Field: "settings", Msg: err.Error()}
+	}
+	return bf, th, nil
+}
+
+// ValidateMigrationSettings is ApplyMigrationSettings plus the database
+// checks of ValidateSettings. A bad setting is a *migration.Error naming
+// the file and the field (settings, or settings.<key>) that still wraps its
+// cause; a bad configured value keeps its *SettingError.
+func ValidateMigrationSettings(ctx context.Context, db throttle.DB, m *migration.Migration, b backfill.Config, t throttle.Config) (backfill.Config, throttle.Config, error) {
+	if bf, th, err := ApplyMigrationSettings(m, b, t); err != nil {
+		return bf, th, err
+	}
+	bf, th, err := ValidateSettings(ctx, db, m.Settings, b, t)
+	var se *SettingError
+	if errors.As(err, &se) && !se.Config {
+		return bf, th, &settingsFileError{
+			loc:   &migration.Error{File: m.File, Op: -1, Field: "settings." + se.Key, Msg: se.Err.Error()},
+			cause: se.Err,
+		}
+	}
+	return bf, th, err
+}
+
+// settingsFileError is the *migration.Error of a bad setting in a file
+// (what the CLI reports, exiting 2) together with its cause.
+type settingsFileError struct {
+	loc   *migration.Error
+	cause error
+}
+
+func (e *settingsFileError) Error() string   { return e.loc.Error() }
+func (e *settingsFileError) Unwrap() []error { return []error{e.loc, e.cause} }
 
 // ParseSettings decodes a job's stored settings.
 func ParseSettings(raw []byte) (map[string]string, error) {

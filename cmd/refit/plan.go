@@ -9,6 +9,7 @@ import (
 
 	"github.com/refit-dev/refit/migration"
 	"github.com/refit-dev/refit/replication"
+	"github.com/refit-dev/refit/worker"
 )
 
 func newPlanCmd(a *app) *cobra.Command {
@@ -18,10 +19,18 @@ func newPlanCmd(a *app) *cobra.Command {
 		Long: `Print every statement refit will run for a migration, stage by stage, with the
 lock each takes and whether it scans or rewrites the table. Nothing is run.
 With --dsn (or REFIT_DSN) the migration is also validated against the database
-(tables, columns, types and expressions), still without changing anything.`,
+(tables, columns, types and expressions, and the throttle query, run once
+read-only), still without changing anything. The backfill's batch size is the
+file's settings on top of the configuration, as the job will run.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			m, err := migration.Load(args[0])
+			if err != nil {
+				return err
+			}
+			// The job's backfill configuration: the file's settings on top
+			// of the configuration.
+			bf, _, err := worker.ApplyMigrationSettings(m, a.cfg.Backfill, a.cfg.Throttle)
 			if err != nil {
 				return err
 			}
@@ -32,6 +41,9 @@ With --dsn (or REFIT_DSN) the migration is also validated against the database
 					return err
 				}
 				defer pool.Close()
+				if bf, err = a.checkSettings(cmd.Context(), pool, m); err != nil {
+					return err
+				}
 				conn, err := pool.Acquire(cmd.Context())
 				if err != nil {
 					return err
@@ -47,7 +59,7 @@ With --dsn (or REFIT_DSN) the migration is also validated against the database
 					}
 				}
 			}
-			printPlan(a.out, m, migration.BuildPlan(m, facts), facts, a.cfg.Backfill.BatchSize, a.cfg.DDL.LockTimeout.String())
+			printPlan(a.out, m, migration.BuildPlan(m, facts), facts, bf.BatchSize, a.cfg.DDL.LockTimeout.String())
 			return nil
 		},
 	}

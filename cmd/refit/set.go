@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 
@@ -31,7 +30,7 @@ func newSetCmd(a *app) *cobra.Command {
 				}
 				settings[k] = v
 			}
-			return a.withJob(cmd.Context(), args[0], func(_ *pgxpool.Pool, store *state.Store, job *state.Job) error {
+			return a.withJob(cmd.Context(), args[0], func(pool *pgxpool.Pool, store *state.Store, job *state.Job) error {
 				if job.Phase.Terminal() {
 					return fmt.Errorf("job %d (%s) is %s", job.ID, job.Name, job.Phase)
 				}
@@ -43,7 +42,11 @@ func newSetCmd(a *app) *cobra.Command {
 					current[k] = v
 				}
 				if _, _, err := worker.ApplySettings(current, a.cfg.Backfill, a.cfg.Throttle); err != nil {
-					return usageError{errors.New(err.Error())}
+					return usageError{err}
+				}
+				// The job's database runs the throttle query once, read-only.
+				if _, _, err := worker.ValidateSettings(cmd.Context(), pool, current, a.cfg.Backfill, a.cfg.Throttle); err != nil {
+					return invalidSetting(err)
 				}
 				if err := store.SetSettings(cmd.Context(), job.ID, settings, actor("set")); err != nil {
 					return err

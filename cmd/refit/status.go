@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -100,17 +101,24 @@ func newStatusCmd(a *app) *cobra.Command {
 	return cmd
 }
 
-// jobView is the JSON form of a job in `refit status --json`: the fields
-// scripts use most sit at the top level.
+// jobView is the JSON form of a job in `refit status --json` (and the
+// worker's /jobs): the fields scripts use most sit at the top level.
 type jobView struct {
 	*state.Job
-	SyncLagBytes   int64   `json:"sync_lag_bytes"`
-	SyncLagSeconds float64 `json:"sync_lag_seconds"`
-	ThrottledBy    string  `json:"throttled_by"`
+	// Settings shadows the job's stored bytes, which encoding/json would
+	// print as base64: the JSON object itself, {} when there is none.
+	Settings       json.RawMessage `json:"settings"`
+	SyncLagBytes   int64           `json:"sync_lag_bytes"`
+	SyncLagSeconds float64         `json:"sync_lag_seconds"`
+	ThrottledBy    string          `json:"throttled_by"`
 }
 
 func viewOf(j *state.Job) jobView {
-	return jobView{Job: j, SyncLagBytes: j.Sync.LagBytes, SyncLagSeconds: j.Sync.LagSeconds, ThrottledBy: j.ThrottledBy}
+	settings := json.RawMessage(j.Settings)
+	if len(bytes.TrimSpace(settings)) == 0 {
+		settings = json.RawMessage("{}")
+	}
+	return jobView{Job: j, Settings: settings, SyncLagBytes: j.Sync.LagBytes, SyncLagSeconds: j.Sync.LagSeconds, ThrottledBy: j.ThrottledBy}
 }
 
 func bytesHuman(n int64) string {

@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/spf13/cobra"
 
+	"github.com/refit-dev/refit/backfill"
 	"github.com/refit-dev/refit/migration"
 	"github.com/refit-dev/refit/worker"
 )
@@ -63,10 +65,38 @@ func (a *app) submit(ctx context.Context, file, contract, verb string) (*pgxpool
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	if _, err := a.checkSettings(ctx, pool, m); err != nil {
+		pool.Close()
+		return nil, nil, nil, err
+	}
 	sub, err := worker.Submit(ctx, pool, m, mode, actor(verb))
 	if err != nil {
 		pool.Close()
 		return nil, nil, nil, err
 	}
 	return pool, m, sub, nil
+}
+
+// checkSettings validates, against the target database and changing
+// nothing, the migration's settings key on top of the configuration, as the
+// job will run them: a bad setting is an invalid migration naming the file
+// and the field, a bad configured throttle.query a usage error (both exit
+// 2). It returns the backfill configuration of the job.
+func (a *app) checkSettings(ctx context.Context, pool *pgxpool.Pool, m *migration.Migration) (backfill.Config, error) {
+	bf, _, err := worker.ValidateMigrationSettings(ctx, pool, m, a.cfg.Backfill, a.cfg.Throttle)
+	if err != nil {
+		return bf, invalidSetting(err)
+	}
+	return bf, nil
+}
+
+// invalidSetting marks a value that worker.ValidateSettings refused as the
+// caller's input (exit 2); other errors, such as a lost connection, stay
+// failures.
+func invalidSetting(err error) error {
+	var se *worker.SettingError
+	if errors.As(err, &se) {
+		return usageError{err}
+	}
+	return err
 }
