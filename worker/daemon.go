@@ -65,6 +65,10 @@ type DaemonConfig struct {
 	Backfill    backfill.Config
 	Replication replication.Config
 	Throttle    throttle.Config
+	// RedactError removes a target's password from an error about
+	// connecting to it before it is logged (cmd/refit: config.RedactError);
+	// nil logs such errors as pgx returns them.
+	RedactError func(err error, dsn string) error
 }
 
 // Daemon claims and runs jobs on its targets until its context ends.
@@ -187,6 +191,9 @@ func (d *Daemon) serve(ctx, jobsCtx context.Context, t *target, dsn string) {
 				break
 			}
 			pool.Close()
+		}
+		if d.cfg.RedactError != nil {
+			err = d.cfg.RedactError(err, dsn)
 		}
 		log.Warn("target not reachable, retrying", zap.Error(err))
 		if sleepCtx(ctx, 5*time.Second) != nil {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/cobra"
@@ -134,25 +133,17 @@ func newLogger(c config.Log, w io.Writer) (*zap.Logger, error) {
 	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(w), level)), nil
 }
 
-// connect opens a pool to the configured target.
+// connect opens a pool to the configured target. Neither its error nor
+// its log shows the DSN's password: the DSN is described by
+// config.RedactDSN, the error redacted by config.RedactError.
 func (a *app) connect(ctx context.Context) (*pgxpool.Pool, error) {
 	if a.cfg.DSN == "" {
 		return nil, usageError{errors.New("no target database: pass --dsn or set REFIT_DSN")}
 	}
 	pool, err := worker.Connect(ctx, a.cfg.DSN, 8)
 	if err != nil {
-		return nil, fmt.Errorf("connect to %s: %w", config.RedactDSN(a.cfg.DSN), redactErr(err, a.cfg.DSN))
+		return nil, fmt.Errorf("connect to %s: %w", config.RedactDSN(a.cfg.DSN), config.RedactError(err, a.cfg.DSN))
 	}
 	a.log.Debug("connected", zap.String("dsn", config.RedactDSN(a.cfg.DSN)))
 	return pool, nil
-}
-
-// redactErr keeps a DSN's password out of an error message (pgx errors
-// quote the connection string on parse failures).
-func redactErr(err error, dsn string) error {
-	msg := err.Error()
-	if red := config.RedactDSN(dsn); red != dsn && strings.Contains(msg, dsn) {
-		return errors.New(strings.ReplaceAll(msg, dsn, red))
-	}
-	return err
 }
