@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -360,7 +361,7 @@ func (e *Executor) watchBlockers(ctx context.Context, pid uint32) *blockerReport
 			list, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Blocker, error) {
 				var bl Blocker
 				err := r.Scan(&bl.PID, &bl.State, &bl.Query, &bl.XactAge, &bl.AppName, &bl.WaitEvnt)
-				bl.Query = strings.Join(strings.Fields(bl.Query), " ")
+				bl.Query = maskLiterals(strings.Join(strings.Fields(bl.Query), " "))
 				return bl, err
 			})
 			if err == nil && len(list) > 0 {
@@ -372,6 +373,17 @@ func (e *Executor) watchBlockers(ctx context.Context, pid uint32) *blockerReport
 		}
 	}()
 	return b
+}
+
+// literalRe matches a string literal (or the unterminated start of one,
+// where pg_stat_activity's text was cut).
+var literalRe = regexp.MustCompile(`'(?:[^']|'')*(?:'|$)`)
+
+// maskLiterals replaces the string literals of another session's query
+// with '…' before refit logs it: the text may carry a secret (ALTER ROLE …
+// PASSWORD '…') or the application's data.
+func maskLiterals(q string) string {
+	return literalRe.ReplaceAllString(q, "'…'")
 }
 
 // describeBlockers summarizes who held the lock, for the final error.
