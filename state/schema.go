@@ -99,4 +99,11 @@ var schemaSteps = []string{
 	`SELECT setval('refit.jobs_id_seq', greatest(
 		(SELECT oid::bigint FROM pg_database WHERE datname = current_database()) * 1000000,
 		(SELECT coalesce(max(id), 1) FROM refit.jobs)), false)`,
+	// A function is executable by PUBLIC by default: refit.submit is
+	// granted to the roles that submit instead (with USAGE on the schema
+	// and the privileges it needs on refit.jobs and refit.job_events).
+	`REVOKE ALL ON FUNCTION refit.submit(text, text, text) FROM PUBLIC`,
+	// refit.submit resolves what it calls in pg_catalog only, whatever the
+	// caller's search_path.
+	`ALTER FUNCTION refit.submit(text, text, text) SET search_path = pg_catalog, pg_temp`,
 }

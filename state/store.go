@@ -40,15 +40,52 @@ type Store struct {
 const schemaLock = 0x7265666974 // "refit"
 
 // Open ensures the refit schema exists and is up to date.
-func Open(ctx context.Context, pool *pgxpool.Pool) (*Store, error) {
+//
+// Before it reads or writes anything in schema refit it checks, in the
+// transaction that holds the schema lock, that the schema and everything in
+// it is controlled by trusted roles: the role refit connects as, superusers,
+// and the roles named with TrustedOwners (see verifyTrust). Otherwise it
+// returns an *UntrustedError (wrapped) and changes nothing: a schema refit
+// created in advance by another role could carry a trigger, a rule or a
+// policy that runs that role's code with refit's privileges. A missing
+// schema is created owned by current_user, with no privileges for PUBLIC.
+func Open(ctx context.Context, pool *pgxpool.Pool, opts ...Option) (*Store, error) {
+	var o openOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		// Nothing refit runs here may resolve to another schema's object.
+		if _, err := tx.Exec(ctx, "SET LOCAL search_path = pg_catalog, pg_temp"); err != nil {
+			return err
+		}
 		if _, err := tx.Exec(ctx, "SET LOCAL lock_timeout = '5s'"); err != nil {
 			return err
 		}
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", int64(schemaLock)); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS refit; CREATE TABLE IF NOT EXISTS refit.meta (version int NOT NULL)"); err != nil {
+		var exists bool
+		if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = $1)", schemaName).Scan(&exists); err != nil {
+			return err
+		}
+		schema := pgx.Identifier{schemaName}.Sanitize()
+		if !exists {
+			// IF NOT EXISTS: another role may create it meanwhile (refit
+			// processes are serialised by the lock); verifyTrust judges it.
+			if _, err := tx.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+schema+" AUTHORIZATION CURRENT_USER"); err != nil {
+				return fmt.Errorf("create schema %s: %w", schema, err)
+			}
+		}
+		if err := verifyTrust(ctx, tx, o.trustedOwners); err != nil {
+			return err
+		}
+		if !exists {
+			if _, err := tx.Exec(ctx, "REVOKE ALL ON SCHEMA "+schema+" FROM PUBLIC"); err != nil {
+				return fmt.Errorf("revoke privileges on schema %s from PUBLIC: %w", schema, err)
+			}
+		}
+		if _, err := tx.Exec(ctx, "CREATE TABLE IF NOT EXISTS refit.meta (version int NOT NULL)"); err != nil {
 			return err
 		}
 		var version int
