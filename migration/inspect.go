@@ -70,6 +70,9 @@ func Inspect(ctx context.Context, conn *pgx.Conn, m *Migration) (facts *Facts, e
 			return nil, err
 		}
 	}
+	if err := in.checkContractSQL(ctx); err != nil {
+		return nil, err
+	}
 	// Every table that will be backfilled needs a key to paginate on.
 	for i, op := range m.Operations {
 		ac, ok := op.(*AddColumn)
@@ -264,9 +267,108 @@ func (in *inspector) check(ctx context.Context, i int, op Operation) error {
 			return in.badRow(ctx, i, o, shadow, tf, start, end, err)
 		}
 	case *SQL:
-		// The escape hatch is the author's responsibility; nothing to probe.
+		if o.Phase == "contract" {
+			return nil // checked after every operation (Inspect), as it runs
+		}
+		// up stays in effect (rolled back with the inspection) so later
+		// operations see what it created; down is checked on top of it and
+		// undone, so an abort's undo step is known to work.
+		if ok, err := in.checkSQL(ctx, i, "up", o.Up); err != nil || !ok || o.Down == "" {
+			return err
+		}
+		err := in.savepoint(ctx, func() error {
+			if _, err := in.checkSQL(ctx, i, "down", o.Down); err != nil {
+				return err
+			}
+			return errRollbackProbe
+		})
+		if errors.Is(err, errRollbackProbe) {
+			return nil
+		}
+		return err
 	}
 	return nil
+}
+
+// errRollbackProbe makes savepoint undo a probe that succeeded.
+var errRollbackProbe = errors.New("roll back the probe")
+
+// sqlProbeLockTimeout and sqlProbeStatementTimeout bound what checking a
+// sql operation may cost the application: a statement that would wait
+// longer for its lock, or run longer (it rewrites or scans a big table), is
+// left unchecked rather than run.
+const (
+	sqlProbeLockTimeout      = "50ms"
+	sqlProbeStatementTimeout = "2s"
+)
+
+// checkSQL checks the statements of a sql operation's up or down inside the
+// inspection transaction (rolled back at its end). Statements EXPLAIN can
+// plan (SELECT, INSERT, UPDATE, DELETE, MERGE, WITH, VALUES) are planned,
+// not run: names and types are checked and no row is touched. Others (DDL)
+// are run under a 50 ms lock_timeout and a 2 s statement_timeout. A
+// statement that cannot run in a transaction (CREATE INDEX CONCURRENTLY,
+// VACUUM), or that meets a lock or the timeout, ends the check of this text
+// without an error: ok is false and what follows it is not checked.
+func (in *inspector) checkSQL(ctx context.Context, i int, field, text string) (ok bool, err error) {
+	stmts := splitStatements(text)
+	for n, st := range stmts {
+		sql := st
+		if explainable(st) {
+			sql = "EXPLAIN (COSTS OFF) " + st
+		}
+		err := in.savepoint(ctx, func() error {
+			if _, err := in.tx.Exec(ctx, "SET LOCAL lock_timeout = '"+sqlProbeLockTimeout+"'; SET LOCAL statement_timeout = '"+sqlProbeStatementTimeout+"'"); err != nil {
+				return err
+			}
+			_, err := in.tx.Exec(ctx, sql)
+			if _, rerr := in.tx.Exec(ctx, "SET LOCAL lock_timeout = '2s'; SET LOCAL statement_timeout = '60s'"); err == nil && rerr != nil {
+				return rerr
+			}
+			return err
+		})
+		var pgErr *pgconn.PgError
+		switch {
+		case err == nil:
+			continue
+		case errors.As(err, &pgErr) && (pgErr.Code == "25001" || pgErr.Code == "55P03" || pgErr.Code == "57014"):
+			// cannot run inside a transaction block, lock not available,
+			// statement timeout: not checkable here.
+			return false, nil
+		case isContentError(err):
+			where := ""
+			if len(stmts) > 1 {
+				where = fmt.Sprintf("statement %d of %d (%s): ", n+1, len(stmts), oneLineSQL(st))
+			}
+			return false, in.m.OpError(i, field, "%s%s (SQLSTATE %s)", where, pgErr.Message, pgErr.Code)
+		default:
+			return false, in.dbErr(i, field, err)
+		}
+	}
+	return true, nil
+}
+
+// checkContractSQL checks contract-phase sql operations after every other
+// operation, which is when they run.
+func (in *inspector) checkContractSQL(ctx context.Context) error {
+	for i, op := range in.m.Operations {
+		o, ok := op.(*SQL)
+		if !ok || o.Phase != "contract" {
+			continue
+		}
+		if _, err := in.checkSQL(ctx, i, "up", o.Up); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func oneLineSQL(s string) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > 80 {
+		s = s[:80] + "…"
+	}
+	return s
 }
 
 // table resolves a table, records its facts and creates its shadow copy.

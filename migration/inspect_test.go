@@ -216,6 +216,20 @@ func TestInspectRejects(t *testing.T) {
 		{"the second of two operations", `
   - add_column: {table: users, column: {name: c1, type: int}, up: "id"}
   - add_column: {table: users, column: {name: c2, type: int}, up: "c3"}`, 1, "up", []string{"c3"}},
+		{"sql down naming a table that does not exist", `
+  - sql: {up: "CREATE TABLE d01_tbl (id int)", down: "DROP TABLE d01_tbl_typo"}`, 0, "down", []string{"d01_tbl_typo", "does not exist"}},
+		{"sql up with a bad second statement", `
+  - sql: {up: "CREATE TABLE s1 (id int); INSERT INTO s1 SELECT no_such FROM users"}`, 0, "up", []string{"statement 2 of 2", "no_such"}},
+		{"sql up DML over a missing column (planned, not run)", `
+  - sql: {up: "UPDATE users SET full_name = upper(nope)"}`, 0, "up", []string{"nope"}},
+		{"contract sql naming a table that does not exist", `
+  - add_column: {table: users, column: {name: c, type: int}}
+  - sql: {up: "DROP TABLE no_such_tbl", phase: contract}`, 1, "up", []string{"no_such_tbl"}},
+		{"sql down that needs what up created, but up did not create it", `
+  - sql: {up: "CREATE TABLE d02 (id int)", down: "ALTER TABLE d02 DROP COLUMN nope"}`, 0, "down", []string{"nope"}},
+		{"later operation sees what sql created, then fails on its own", `
+  - sql: {up: "CREATE TABLE made (id int PRIMARY KEY, v text)"}
+  - add_column: {table: made, column: {name: w, type: text}, up: "upper(nope)"}`, 1, "up", []string{"nope"}},
 		{"quoted names are names", `
   - drop_column: {table: "Order Items", column: "Item ID"}`, 0, "column", []string{"key"}},
 	}
@@ -427,6 +441,18 @@ operations:
   - add_column: {table: composite, column: {name: d, type: int}, up: "a * 2"}
   - drop_column: {table: plans, column: active}
   - sql: {up: "CREATE TABLE created_by_sql (id int)"}
+  - sql: {up: "CREATE TABLE with_down (id int); INSERT INTO with_down VALUES (1)", down: "DROP TABLE with_down"}
+  - sql: {up: "CREATE INDEX CONCURRENTLY users_cc ON users (id)", down: "DROP INDEX CONCURRENTLY users_cc", transactional: false}
+  - sql:
+      up: |
+        CREATE FUNCTION add_one(i int) RETURNS int LANGUAGE sql
+        BEGIN ATOMIC
+          SELECT CASE WHEN i IS NULL THEN 0 ELSE i END + 1;
+        END;
+        SELECT add_one(1);
+      down: DROP FUNCTION add_one(int)
+  - add_column: {table: created_by_sql, column: {name: v, type: int}}
+  - sql: {up: "UPDATE plans SET price = price * 2; DROP TABLE created_by_sql", phase: contract}
 `)
 	facts, err := inspect(t, conn, m)
 	if err != nil {

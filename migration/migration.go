@@ -138,6 +138,11 @@ func (m *Migration) Validate() error {
 	if strings.TrimSpace(m.Name) == "" {
 		return &Error{File: m.File, Op: -1, Field: "name", Msg: "is required"}
 	}
+	if strings.Trim(m.Name, "0123456789") == "" || strings.HasPrefix(m.Name, "#") {
+		// Commands take JOB as an id or a name: a name that reads as an id
+		// would be confused with one.
+		return &Error{File: m.File, Op: -1, Field: "name", Msg: fmt.Sprintf("%q reads as a job id: a migration name needs a letter (e.g. %q)", m.Name, "m"+strings.TrimPrefix(m.Name, "#"))}
+	}
 	if m.Contract != "" {
 		if _, err := ParseContractMode(string(m.Contract)); err != nil {
 			return &Error{File: m.File, Op: -1, Field: "contract", Msg: err.Error()}

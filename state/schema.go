@@ -106,4 +106,7 @@ var schemaSteps = []string{
 	// refit.submit resolves what it calls in pg_catalog only, whatever the
 	// caller's search_path.
 	`ALTER FUNCTION refit.submit(text, text, text) SET search_path = pg_catalog, pg_temp`,
+	// refit abort --force: the rollback skips an undo step that fails
+	// (with an event naming it) instead of failing the job.
+	`ALTER TABLE refit.jobs ADD COLUMN force_abort boolean NOT NULL DEFAULT false`,
 }

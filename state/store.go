@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -248,14 +249,38 @@ func (s *Store) Get(ctx context.Context, id int64) (*Job, error) {
 
 // Find loads a job by id or by migration name (the newest job of that name).
 func (s *Store) Find(ctx context.Context, ref string) (*Job, error) {
-	if id, err := strconv.ParseInt(ref, 10, 64); err == nil {
-		j, err := s.Get(ctx, id)
-		if !errors.Is(err, ErrNotFound) {
-			return j, err
+	// "#ID" is always a job id.
+	if rest, ok := strings.CutPrefix(ref, "#"); ok {
+		id, err := strconv.ParseInt(rest, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("%q: want #<job id>: %w", ref, ErrNotFound)
 		}
+		return s.Get(ctx, id)
 	}
-	return scanJob(s.pool.QueryRow(ctx, "SELECT "+jobColumns+" FROM refit.jobs j WHERE name = $1 ORDER BY id DESC LIMIT 1", ref))
+	byName, err := scanJob(s.pool.QueryRow(ctx, "SELECT "+jobColumns+" FROM refit.jobs j WHERE name = $1 ORDER BY id DESC LIMIT 1", ref))
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return nil, err
+	}
+	id, perr := strconv.ParseInt(ref, 10, 64)
+	if perr != nil {
+		return byName, err
+	}
+	byID, idErr := s.Get(ctx, id)
+	switch {
+	case idErr != nil && !errors.Is(idErr, ErrNotFound):
+		return nil, idErr
+	case byID != nil && byName != nil && byID.ID != byName.ID:
+		// Never guess between two jobs.
+		return nil, fmt.Errorf("%q is both job #%d (%s) and the migration name of job #%d: say #%d for the first; %w",
+			ref, byID.ID, byID.Name, byName.ID, byID.ID, ErrAmbiguous)
+	case byID != nil:
+		return byID, nil
+	}
+	return byName, err
 }
+
+// ErrAmbiguous means a job reference matches more than one job.
+var ErrAmbiguous = errors.New("ambiguous job reference")
 
 // LiveByName returns the job of this name that is neither completed nor aborted.
 func (s *Store) LiveByName(ctx context.Context, name string) (*Job, error) {

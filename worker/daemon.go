@@ -15,7 +15,6 @@ import (
 
 	"github.com/refit-dev/refit/backfill"
 	"github.com/refit-dev/refit/ddl"
-	"github.com/refit-dev/refit/migration"
 	"github.com/refit-dev/refit/replication"
 	"github.com/refit-dev/refit/state"
 	"github.com/refit-dev/refit/throttle"
@@ -258,7 +257,7 @@ func (d *Daemon) schedule(ctx, jobsCtx context.Context, t *target, log *zap.Logg
 		if j.Phase.Terminal() {
 			continue
 		}
-		tables := jobTables(j)
+		tables := JobTables(j)
 		blocked := false
 		for _, tb := range tables {
 			if busy[tb] {
@@ -313,6 +312,8 @@ func (d *Daemon) runJob(ctx context.Context, t *target, id int64, log *zap.Logge
 	switch {
 	case errors.Is(err, ErrJobBusy):
 		// Another daemon runs it.
+	case errors.Is(err, ErrBlocked):
+		log.Debug("job waits for an earlier job on its table", zap.Int64("job", id), zap.Error(err))
 	case err != nil && ctx.Err() != nil:
 		log.Info("job stopped for shutdown; it resumes from its checkpoint", zap.Int64("job", id))
 	case err != nil:
@@ -320,41 +321,6 @@ func (d *Daemon) runJob(ctx context.Context, t *target, id int64, log *zap.Logge
 	default:
 		log.Info("job run ended", zap.Int64("job", id), zap.Stringer("outcome", out))
 	}
-}
-
-// jobTables returns the tables a job changes, from its stored migration.
-func jobTables(j *state.Job) []string {
-	m, err := migration.Parse(j.File, j.Source)
-	if err != nil {
-		return nil
-	}
-	seen := map[string]bool{}
-	var out []string
-	add := func(t migration.TableName) {
-		name := t.Name
-		if t.Schema != "" {
-			name = t.Schema + "." + t.Name
-		} else {
-			name = "public." + t.Name
-		}
-		if !seen[name] {
-			seen[name] = true
-			out = append(out, name)
-		}
-	}
-	for _, op := range m.Operations {
-		switch o := op.(type) {
-		case *migration.AddColumn:
-			add(o.Table)
-		case *migration.DropColumn:
-			add(o.Table)
-		case *migration.CreateIndex:
-			add(o.Table)
-		case *migration.BulkInsert:
-			add(o.Table)
-		}
-	}
-	return out
 }
 
 // TargetJob is a job with the name of its target, for /jobs.

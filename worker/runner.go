@@ -247,6 +247,10 @@ func (r *Runner) Run(ctx context.Context, jobID int64) (Outcome, error) {
 				// Interrupted (SIGINT/SIGTERM): the checkpoint is in place; resume later.
 				return 0, fmt.Errorf("interrupted in %s: %w", job.Phase, ctx.Err())
 			}
+			if errors.Is(err, ErrBlocked) {
+				// Not a failure: the job stays pending behind the earlier one.
+				return 0, err
+			}
 			if cause := context.Cause(runCtx); cause != nil && runCtx.Err() != nil {
 				err = cause
 			}
@@ -358,6 +362,9 @@ func (r *Runner) step(ctx context.Context, log *zap.Logger, job *state.Job, plan
 	}
 	switch job.Phase {
 	case state.PhasePending:
+		if err := checkBlocked(ctx, r.Store, job); err != nil {
+			return 0, 0, false, err
+		}
 		return state.PhaseExpanding, 0, false, nil
 
 	case state.PhaseExpanding:
@@ -449,10 +456,16 @@ func (r *Runner) step(ctx context.Context, log *zap.Logger, job *state.Job, plan
 	case state.PhaseAborting:
 		r.sync.stop()
 		r.sync = nil
-		if err := r.rollback(ctx, log, job, plan); err != nil {
+		// The slot goes first: an abort whose undo fails must not keep
+		// retaining WAL while the operator sorts it out.
+		if err := replication.Drop(ctx, r.Pool, job.ID); err != nil {
 			return 0, 0, false, err
 		}
-		if err := replication.Drop(ctx, r.Pool, job.ID); err != nil {
+		force, err := r.Store.ForceAbort(ctx, job.ID)
+		if err != nil {
+			return 0, 0, false, err
+		}
+		if err := r.rollback(ctx, log, job, plan, force); err != nil {
 			return 0, 0, false, err
 		}
 		return state.PhaseAborted, 0, false, nil
@@ -705,7 +718,11 @@ func (r *Runner) backfill(ctx context.Context, log *zap.Logger, job *state.Job, 
 // step runs only if the forward step it undoes may have run: transactional
 // forward steps ran iff their checkpoint says so; a non-transactional one
 // may have run if it was the one in flight.
-func (r *Runner) rollback(ctx context.Context, log *zap.Logger, job *state.Job, plan *migration.Plan) error {
+//
+// With force (refit abort --force) an undo step that fails is skipped, with
+// an event naming it, so a broken sql down cannot make a job impossible to
+// abort.
+func (r *Runner) rollback(ctx context.Context, log *zap.Logger, job *state.Job, plan *migration.Plan, force bool) error {
 	forward := plan.Forward()
 	done := job.ExpandStep
 	if done == len(plan.Expand) {
@@ -725,6 +742,16 @@ func (r *Runner) rollback(ctx context.Context, log *zap.Logger, job *state.Job, 
 		err := r.DDL.Run(ctx, statement(s), func(ctx context.Context, tx pgx.Tx) error {
 			return state.SetStepTx(ctx, tx, job.ID, state.RollbackStep, n)
 		})
+		if err != nil && force && ctx.Err() == nil {
+			log.Warn("rollback step failed; skipped (abort --force)", zap.Int("step", n), zap.Int("op", s.Op), zap.String("kind", s.Kind), zap.Error(err))
+			msg := fmt.Sprintf("abort --force skipped rollback step %d of %d, operations[%d] (%s): %s: %v", n, len(plan.Rollback), s.Op, s.Kind, s.Description, err)
+			err = pgx.BeginFunc(ctx, r.Pool, func(tx pgx.Tx) error {
+				if err := state.EventTx(ctx, tx, job.ID, r.Actor, msg); err != nil {
+					return err
+				}
+				return state.SetStepTx(ctx, tx, job.ID, state.RollbackStep, n)
+			})
+		}
 		if err != nil {
 			return fmt.Errorf("rollback of operations[%d] (%s): %w", s.Op, s.Kind, err)
 		}

@@ -110,9 +110,8 @@ func (e *SettingError) Unwrap() error { return e.Err }
 // ValidateSettings is ApplySettings plus the checks that need the job's
 // database, changing nothing there: the throttle query the job would run
 // (the setting's, else the configuration's) must pass
-// throttle.ValidateQuery. A setting of throttle.query is checked even when
-// empty (use SELECT false to switch the signal off); an empty configured
-// query is off. A refused query is a *SettingError wrapping the
+// throttle.ValidateQuery. An empty query (set or configured) switches the
+// signal off; one of only white space is refused. A refused query is a *SettingError wrapping the
 // *throttle.QueryError; other errors (the database could not be asked) are
 // returned wrapped as they are.
 func ValidateSettings(ctx context.Context, db throttle.DB, settings map[string]string, b backfill.Config, t throttle.Config) (backfill.Config, throttle.Config, error) {
@@ -120,8 +119,9 @@ func ValidateSettings(ctx context.Context, db throttle.DB, settings map[string]s
 	if err != nil {
 		return b, t, err
 	}
-	_, set := settings["throttle.query"]
-	if set || t.Query != "" {
+	q, set := settings["throttle.query"]
+	set = set && q != ""
+	if t.Query != "" {
 		err := throttle.ValidateQuery(ctx, db, t.Query)
 		var qe *throttle.QueryError
 		if errors.As(err, &qe) {

@@ -15,13 +15,21 @@ import (
 )
 
 func newAbortCmd(a *app) *cobra.Command {
-	return &cobra.Command{
+	var force bool
+	cmd := &cobra.Command{
 		Use:   "abort JOB",
 		Short: "Roll a job back (only before contract) and drop what expand created",
 		Long: `Abort a job that has not reached contract: its expand is undone in reverse
 order (indexes, new columns, enum types, seeded rows with a key) and the job
-ends as aborted. JOB is a job id or a migration name. After contract there is
-no rollback: fix forward with a new migration.`,
+ends as aborted. JOB is a job id (#ID) or a migration name. After contract
+there is no rollback: fix forward with a new migration.
+
+The replication slot and publication are dropped first, so an abort whose undo
+fails does not keep retaining WAL. With --force an undo step that fails (a
+broken sql down, an object someone already dropped) is skipped, with an event
+in job_events naming it; check what it should have undone by hand.`,
+		Example: `  refit abort split_full_name
+  refit abort --force '#16384000002'`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
@@ -32,6 +40,11 @@ no rollback: fix forward with a new migration.`,
 					return nil
 				case !job.Phase.Abortable() || (job.ResumePhase != nil && !job.ResumePhase.Abortable()):
 					return fmt.Errorf("job %d (%s) is %s: contract has started, so it cannot be rolled back; fix forward with a new migration", job.ID, job.Name, job.Phase)
+				}
+				if force {
+					if err := store.SetForceAbort(ctx, job.ID, actor("abort")); err != nil {
+						return err
+					}
 				}
 				if job.Phase != state.PhaseAborting {
 					if err := store.Transition(ctx, job.ID, job.Phase, state.PhaseAborting, actor("abort"), "abort requested"); err != nil {
@@ -52,6 +65,8 @@ no rollback: fix forward with a new migration.`,
 			})
 		},
 	}
+	cmd.Flags().BoolVar(&force, "force", false, "skip an undo step that fails (recorded in job_events) instead of failing the abort")
+	return cmd
 }
 
 // waitPhase polls a job until it reaches want, fails, or timeout passes.

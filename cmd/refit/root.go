@@ -18,12 +18,25 @@ import (
 	"github.com/refit-dev/refit/worker"
 )
 
-// Exit codes.
+// Exit codes (docs/running.md). A job that ends other than completed is
+// never exit 0, so CI cannot read an aborted migration as applied.
 const (
 	exitOK      = 0
-	exitFailed  = 1
+	exitFailed  = 1 // the job (or refit) failed
 	exitInvalid = 2 // invalid migration file, configuration or usage
+	exitAborted = 3 // the job was aborted (by this or another process)
+	exitPaused  = 4 // the job was paused by an operator: it has not finished
+	exitBlocked = 5 // an earlier live job holds one of the migration's tables
 )
+
+// jobEnded reports a job that ended without completing; the message is
+// printed and the command exits with code.
+type jobEnded struct {
+	code int
+	msg  string
+}
+
+func (e jobEnded) Error() string { return e.msg }
 
 // usageError marks errors that are the caller's input, not a failure.
 type usageError struct{ err error }
@@ -55,6 +68,10 @@ func run(ctx context.Context, args []string) int {
 		return exitOK
 	}
 	fmt.Fprintln(a.errOut, "refit:", err)
+	var je jobEnded
+	if errors.As(err, &je) {
+		return je.code
+	}
 	var ue usageError
 	if errors.As(err, &ue) || migration.IsInvalid(err) {
 		return exitInvalid

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -65,10 +67,24 @@ failed job from its checkpoint; an applied migration is a no-op.`,
 			}
 			outcome, err := r.Run(ctx, sub.Job.ID)
 			p.flush()
+			if errors.Is(err, worker.ErrBlocked) {
+				if !sub.Resumed {
+					// This run created the job: do not leave it queued
+					// behind the other one for a worker to run later.
+					if aerr := a.abortPending(ctx, r, store, sub.Job.ID, err.Error()); aerr != nil {
+						return errors.Join(err, aerr)
+					}
+				}
+				return jobEnded{exitBlocked, err.Error()}
+			}
 			if err != nil {
 				return err
 			}
 			switch outcome {
+			case worker.OutcomeAborted:
+				return jobEnded{exitAborted, fmt.Sprintf("job %d (%s): aborted; the migration was not applied", sub.Job.ID, sub.Job.Name)}
+			case worker.OutcomePaused:
+				return jobEnded{exitPaused, fmt.Sprintf("job %d (%s): paused by an operator; it has not finished (refit resume %d)", sub.Job.ID, sub.Job.Name, sub.Job.ID)}
 			case worker.OutcomeWaitingContract:
 				fmt.Fprintf(a.out, "job %d is in the window (phase syncing), waiting for the contract gate.\n"+
 					"Until a refit process runs it again its slot retains WAL. When no application version uses the old shape any more:\n"+
@@ -84,6 +100,16 @@ failed job from its checkpoint; an applied migration is a no-op.`,
 	cmd.Flags().Int("batch-size", 0, "rows per backfill batch (backfill.batch_size)")
 	cmd.Flags().Duration("lock-timeout", 0, "lock_timeout of every DDL and batch (ddl.lock_timeout)")
 	return cmd
+}
+
+// abortPending ends a pending job that never started (aborting → aborted,
+// nothing to roll back).
+func (a *app) abortPending(ctx context.Context, r *worker.Runner, store *state.Store, id int64, why string) error {
+	if err := store.Transition(ctx, id, state.PhasePending, state.PhaseAborting, actor("run"), why); err != nil {
+		return err
+	}
+	_, err := r.Run(ctx, id)
+	return err
 }
 
 // runner builds the phase runner from the configuration.

@@ -23,7 +23,7 @@ var badThrottleQueries = []struct{ query, want string }{
 	{"SELECT true WHERE false", "exactly one row"},
 	{"CREATE TABLE x ()", "no columns"},
 	{"SELECT nextval('s') > 0", "SQLSTATE 25006"},
-	{"", "is empty"},
+	{"   ", "is empty"},
 }
 
 const goodThrottleQuery = "SELECT count(*) > 100 FROM pg_stat_activity"
@@ -118,6 +118,13 @@ func TestThrottleQueryRefused(t *testing.T) {
 	var stored string
 	if err := pool.QueryRow(context.Background(), "SELECT settings->>'throttle.query' FROM refit.jobs WHERE name = 'split_full_name'").Scan(&stored); err != nil || stored != goodThrottleQuery {
 		t.Fatalf("stored throttle.query %q (%v)", stored, err)
+	}
+	// An empty query switches the signal off.
+	if res := runRefit(t, env, "set", "split_full_name", "throttle.query="); res.code != 0 {
+		t.Fatalf("set an empty query (off): exit %d: %s", res.code, res.stderr)
+	}
+	if err := pool.QueryRow(context.Background(), "SELECT settings->>'throttle.query' FROM refit.jobs WHERE name = 'split_full_name'").Scan(&stored); err != nil || stored != "" {
+		t.Fatalf("stored throttle.query %q (%v), want empty", stored, err)
 	}
 }
 
