@@ -213,11 +213,16 @@ func (c *Consumer) Run(ctx context.Context) (err error) {
 	if _, err := apply.Exec(ctx, "SELECT set_config('application_name', $1, false)", AppName(c.jobID, "apply")); err != nil {
 		return fmt.Errorf("name apply session: %w", err)
 	}
-	if err := c.tagOrigin(ctx, apply, "apply"); err != nil {
+	tagged, err := c.tagOrigin(ctx, apply, "apply")
+	if err != nil {
 		return err
 	}
 	defer func() {
-		if _, rerr := apply.Exec(context.WithoutCancel(ctx), "SELECT pg_replication_origin_session_reset(); RESET application_name"); rerr != nil {
+		reset := "RESET application_name"
+		if tagged {
+			reset = "SELECT pg_replication_origin_session_reset(); " + reset
+		}
+		if _, rerr := apply.Exec(context.WithoutCancel(ctx), reset); rerr != nil {
 			apply.Conn().Close(context.WithoutCancel(ctx)) //nolint:errcheck // discard the connection
 		}
 	}()
@@ -303,35 +308,54 @@ func (c *Consumer) finishDrains(st *loopState) {
 }
 
 // tagOrigin marks a session's writes with a refit replication origin so the
-// consumer skips them. Without the privilege (superuser or an explicit
-// GRANT on pg_replication_origin_session_setup) refit runs untagged: its
-// writes then come back as dirty keys whose apply is a no-op thanks to the
-// IS DISTINCT FROM guard.
-func (c *Consumer) tagOrigin(ctx context.Context, conn *pgxpool.Conn, role string) error {
-	return TagSession(ctx, conn.Conn(), OriginName(c.jobID, role), c.log)
+// consumer skips them, and reports whether it did (see tagSession).
+func (c *Consumer) tagOrigin(ctx context.Context, conn *pgxpool.Conn, role string) (bool, error) {
+	return tagSession(ctx, conn.Conn(), OriginName(c.jobID, role), c.log)
 }
 
-// TagSession sets up a replication origin on a session (see Consumer).
+// TagSession sets up a replication origin on a session (see tagSession).
 func TagSession(ctx context.Context, conn *pgx.Conn, origin string, log *zap.Logger) error {
+	_, err := tagSession(ctx, conn, origin, log)
+	return err
+}
+
+// tagSession sets up a replication origin on a session and reports whether
+// it did. The origin functions are superuser-only unless EXECUTE on them is
+// granted; a role that may not call all of OriginFunctions runs untagged and
+// creates no origin (one it could not drop would fail the job at complete).
+// Untagged, refit's own writes come back in the stream as dirty keys whose
+// apply is a no-op thanks to the IS DISTINCT FROM guard: correct, at the
+// cost of decoding, parsing and re-reading every row refit writes.
+func tagSession(ctx context.Context, conn *pgx.Conn, origin string, log *zap.Logger) (bool, error) {
+	missing, err := MissingOriginFunctions(ctx, conn)
+	if err != nil {
+		return false, err
+	}
+	if len(missing) > 0 {
+		log.Warn("refit's writes are not tagged with a replication origin (no EXECUTE on the origin functions): "+
+			"the sync re-reads them as no-op applies; GRANT EXECUTE ON FUNCTION on them to skip them",
+			zap.String("origin", origin), zap.Strings("missing", missing))
+		return false, nil
+	}
 	if err := EnsureOrigin(ctx, conn, origin); err != nil {
 		if isPrivilegeError(err) {
 			log.Warn("cannot tag refit's writes with a replication origin (no privilege); they will be re-applied as no-ops", zap.Error(err))
-			return nil
+			return false, nil
 		}
-		return fmt.Errorf("create replication origin %s: %w", origin, err)
+		return false, fmt.Errorf("create replication origin %s: %w", origin, err)
 	}
-	err := retryInUse(ctx, func() error {
+	err = retryInUse(ctx, func() error {
 		_, err := conn.Exec(ctx, "SELECT pg_replication_origin_session_setup($1)", origin)
 		return err
 	})
 	if err != nil {
 		if isPrivilegeError(err) {
 			log.Warn("cannot tag refit's writes with a replication origin (no privilege); they will be re-applied as no-ops", zap.Error(err))
-			return nil
+			return false, nil
 		}
-		return fmt.Errorf("set up replication origin %s: %w", origin, err)
+		return false, fmt.Errorf("set up replication origin %s: %w", origin, err)
 	}
-	return nil
+	return true, nil
 }
 
 func isPrivilegeError(err error) bool {

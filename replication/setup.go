@@ -17,8 +17,10 @@
 // backfill reads live rows, so everything committed before the slot's
 // consistent point is covered by it; everything after arrives in the stream.
 // refit's own writes (backfill and apply) carry a replication origin named
-// refit_*, and the consumer skips transactions with such an origin, so there
-// is no feedback loop; the IS DISTINCT FROM guard makes any that slip through
+// refit_* when refit's role may use origins (superuser, or EXECUTE on
+// OriginFunctions), and the consumer skips transactions with such an
+// origin, so there is no feedback loop; the IS DISTINCT FROM guard makes
+// any that slip through, and all of them for a role without origins,
 // no-ops.
 package replication
 
@@ -143,7 +145,7 @@ func CheckRequirements(ctx context.Context, q Querier, jobIDs ...int64) error {
 		current_setting('max_replication_slots')::int,
 		(SELECT count(*) FROM pg_replication_slots WHERE NOT (slot_name = ANY($1::text[]) AND database IS NOT DISTINCT FROM current_database()))::int,
 		current_setting('max_wal_senders')::int, (SELECT count(*) FROM pg_stat_replication)::int,
-		(SELECT rolsuper OR rolreplication FROM pg_roles WHERE rolname = current_user)`, own).
+		`+canReplicateSQL, own).
 		Scan(&walLevel, &version, &maxSlots, &usedSlots, &maxSenders, &usedSenders, &canReplicate)
 	if err != nil {
 		return fmt.Errorf("check replication settings: %w", err)
@@ -162,12 +164,57 @@ func CheckRequirements(ctx context.Context, q Querier, jobIDs ...int64) error {
 		problems = append(problems, fmt.Sprintf("all %d WAL senders are in use: raise max_wal_senders (restart)", maxSenders))
 	}
 	if !canReplicate {
-		problems = append(problems, "the refit role has no REPLICATION privilege: ALTER ROLE <refit role> REPLICATION")
+		problems = append(problems, "the refit role has no REPLICATION privilege: ALTER ROLE <refit role> REPLICATION (Amazon RDS/Aurora: GRANT rds_replication TO <refit role>)")
 	}
 	if len(problems) > 0 {
 		return fmt.Errorf("logical replication is not available:\n  - %s", strings.Join(problems, "\n  - "))
 	}
 	return nil
+}
+
+// canReplicateSQL is true when the current role may create and stream
+// logical slots: a superuser, a role with the REPLICATION attribute, or, on
+// Amazon RDS and Aurora (where rolreplication stays false), a member of
+// rds_replication.
+const canReplicateSQL = `(SELECT r.rolsuper OR r.rolreplication OR EXISTS (SELECT FROM pg_catalog.pg_roles g
+		WHERE g.rolname = 'rds_replication' AND pg_catalog.pg_has_role(r.oid, g.oid, 'MEMBER'))
+	FROM pg_catalog.pg_roles r WHERE r.rolname = current_user)`
+
+// CanReplicate reports whether the current role may create, stream and drop
+// logical replication slots (see canReplicateSQL).
+func CanReplicate(ctx context.Context, q Querier) (bool, error) {
+	var ok bool
+	if err := q.QueryRow(ctx, "SELECT "+canReplicateSQL).Scan(&ok); err != nil {
+		return false, fmt.Errorf("check the REPLICATION privilege: %w", err)
+	}
+	return ok, nil
+}
+
+// OriginFunctions are the replication origin functions refit calls. On
+// PostgreSQL 14+ they are revoked from PUBLIC: only superusers and roles
+// granted EXECUTE on them may call them.
+var OriginFunctions = []string{
+	"pg_catalog.pg_replication_origin_create(text)",
+	"pg_catalog.pg_replication_origin_drop(text)",
+	"pg_catalog.pg_replication_origin_session_setup(text)",
+	"pg_catalog.pg_replication_origin_session_reset()",
+}
+
+// MissingOriginFunctions returns the OriginFunctions the current role may
+// not execute (none for a superuser). refit tags its sessions with an
+// origin only when it may call all of them, so that it never creates an
+// origin it could not reset or drop.
+func MissingOriginFunctions(ctx context.Context, q Querier) ([]string, error) {
+	rows, err := q.Query(ctx, `SELECT f FROM unnest($1::text[]) WITH ORDINALITY AS u(f, n)
+		WHERE NOT pg_catalog.has_function_privilege(f, 'EXECUTE') ORDER BY n`, OriginFunctions)
+	if err != nil {
+		return nil, fmt.Errorf("check replication origin privileges: %w", err)
+	}
+	missing, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("check replication origin privileges: %w", err)
+	}
+	return missing, nil
 }
 
 // CheckReplicaIdentity refuses tables whose UPDATEs would fail once they
@@ -477,14 +524,45 @@ func Drop(ctx context.Context, q Querier, jobID int64) error {
 	// An origin is held until its session resets it: the apply session of a
 	// consumer whose walsender was just terminated lets go of it a moment
 	// later.
-	if err := retryInUse(ctx, func() error {
-		_, err := q.Exec(ctx, `SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname LIKE $1`,
-			fmt.Sprintf("%sj%d\\_%%", originPrefix, jobID))
-		return err
-	}); err != nil {
+	if err := retryInUse(ctx, func() error { return dropOrigins(ctx, q, jobID) }); err != nil {
 		errs = append(errs, fmt.Errorf("drop replication origins: %w", err))
 	}
 	return errors.Join(errs...)
+}
+
+// dropOrigins drops the job's replication origins. The origins are listed
+// first and pg_replication_origin_drop is called only for those that exist:
+// EXECUTE on it is checked when the statement starts, even for no row, so a
+// role that may not call it (and so never created an origin, see
+// TagSession) must not call it at all.
+func dropOrigins(ctx context.Context, q Querier, jobID int64) error {
+	rows, err := q.Query(ctx, `SELECT roname FROM pg_replication_origin WHERE roname LIKE $1 ORDER BY roname`,
+		fmt.Sprintf("%sj%d\\_%%", originPrefix, jobID))
+	if err != nil {
+		return fmt.Errorf("list replication origins: %w", err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("list replication origins: %w", err)
+	}
+	for _, name := range names {
+		_, err := q.Exec(ctx, "SELECT pg_replication_origin_drop($1)", name)
+		var pgErr *pgconn.PgError
+		switch {
+		case err == nil, errors.As(err, &pgErr) && pgErr.Code == "42704": // undefined_object: dropped meanwhile
+		case isPrivilegeError(err):
+			var role string
+			if rerr := q.QueryRow(ctx, "SELECT current_user::text").Scan(&role); rerr != nil {
+				return errors.Join(fmt.Errorf("drop replication origin %s: %w", name, err), rerr)
+			}
+			return fmt.Errorf("drop replication origin %s: role %s may not call pg_replication_origin_drop: "+
+				"GRANT EXECUTE ON FUNCTION pg_catalog.pg_replication_origin_drop(text) TO %s, or drop the origin as a superuser: %w",
+				name, pgx.Identifier{role}.Sanitize(), pgx.Identifier{role}.Sanitize(), err)
+		default:
+			return fmt.Errorf("drop replication origin %s: %w", name, err)
+		}
+	}
+	return nil
 }
 
 // Orphans lists job ids that own refit_* slots, publications or origins.
@@ -573,13 +651,23 @@ func retryInUse(ctx context.Context, f func() error) error {
 
 // DecodeBacklog returns how many bytes of WAL the job's walsender has not
 // decoded yet (current WAL position − its sent position); ok is false when
-// no walsender streams the job's slot.
+// no walsender streams the job's slot, or when this role may not see its
+// position (no pg_read_all_stats).
 func DecodeBacklog(ctx context.Context, q Querier, jobID int64) (backlog int64, ok bool, err error) {
-	err = q.QueryRow(ctx, `SELECT coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), r.sent_lsn), 0)::bigint
+	// sent_lsn is NULL, even for the role's own walsender, unless the role
+	// has the privileges of pg_read_all_stats: then the backlog is unknown,
+	// not 0.
+	var diff *int64
+	err = q.QueryRow(ctx, `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), r.sent_lsn)::bigint
 		FROM pg_replication_slots s JOIN pg_stat_replication r ON r.pid = s.active_pid
-		WHERE s.slot_name = $1 AND s.database = current_database()`, SlotName(jobID)).Scan(&backlog)
-	if errors.Is(err, pgx.ErrNoRows) {
+		WHERE s.slot_name = $1 AND s.database = current_database()`, SlotName(jobID)).Scan(&diff)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return 0, false, nil
+	case err != nil:
+		return 0, false, err
+	case diff == nil:
 		return 0, false, nil
 	}
-	return backlog, err == nil, err
+	return *diff, true, nil
 }

@@ -100,9 +100,24 @@ func Submit(ctx context.Context, pool *pgxpool.Pool, m *migration.Migration, con
 	return &Submission{Job: job}, nil
 }
 
+// Validate checks a migration against the database without changing
+// anything, as every job is checked before it is created (refit run, refit
+// submit) or claimed (the daemon): the privileges it needs (CheckPrivileges,
+// a *PrivilegeError listing every missing one), its tables, columns, types
+// and expressions (migration.Inspect), and that its sync can run. It returns
+// the facts the plan needs.
+func Validate(ctx context.Context, pool *pgxpool.Pool, m *migration.Migration) (*migration.Facts, error) {
+	return validate(ctx, pool, m)
+}
+
 // validate inspects a migration against the database (changing nothing) and
-// checks that its sync can run.
+// checks that its sync can run. Privileges are checked first: inspection
+// itself needs some (TEMPORARY, CREATE on a new type's schema), and a
+// missing one is reported together with every other, with its GRANT.
 func validate(ctx context.Context, pool *pgxpool.Pool, m *migration.Migration) (*migration.Facts, error) {
+	if err := CheckPrivileges(ctx, pool, m, nil, nil); err != nil {
+		return nil, err
+	}
 	conn, err := pool.Acquire(ctx)
 	if err != nil {
 		return nil, err

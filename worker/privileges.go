@@ -1,0 +1,420 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/refit-dev/refit/migration"
+	"github.com/refit-dev/refit/replication"
+)
+
+// MissingPrivilege is one privilege the role refit connects as lacks for a
+// migration: what it is, what needs it, and the statement that grants it.
+type MissingPrivilege struct {
+	Privilege string   // e.g. `CREATE on schema "public"`
+	NeededFor []string // what in the migration needs it
+	Fix       string   // the statement to run, as a superuser or the object's owner
+}
+
+// PrivilegeError lists every privilege a migration needs that the role
+// refit connects as lacks. It is returned before anything is created.
+type PrivilegeError struct {
+	Role    string
+	Missing []MissingPrivilege
+}
+
+func (e *PrivilegeError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "role %s lacks %d privilege(s) this migration needs (nothing was changed); run these as a superuser or the owner, then retry:",
+		migration.QuoteIdent(e.Role), len(e.Missing))
+	for _, p := range e.Missing {
+		fmt.Fprintf(&b, "\n  - %s, to %s\n      %s", p.Privilege, strings.Join(p.NeededFor, "; "), p.Fix)
+	}
+	return b.String()
+}
+
+// privileges collects missing privileges, one entry per fix.
+type privileges struct {
+	byFix   map[string]*MissingPrivilege
+	ordered []*MissingPrivilege
+}
+
+func (p *privileges) add(privilege, neededFor, fix string) {
+	if p.byFix == nil {
+		p.byFix = map[string]*MissingPrivilege{}
+	}
+	if m := p.byFix[fix]; m != nil {
+		for _, n := range m.NeededFor {
+			if n == neededFor {
+				return
+			}
+		}
+		m.NeededFor = append(m.NeededFor, neededFor)
+		return
+	}
+	m := &MissingPrivilege{Privilege: privilege, NeededFor: []string{neededFor}, Fix: fix}
+	p.byFix[fix] = m
+	p.ordered = append(p.ordered, m)
+}
+
+// roleFacts is what CheckPrivileges needs to know about the current role.
+type roleFacts struct {
+	role, database   string
+	superuser        bool
+	inherit          bool
+	version          int
+	createDB, tempDB bool
+	replication      bool
+	rdsReplication   bool // the rds_replication role exists (Amazon RDS, Aurora)
+	readAllStats     bool
+	refitSchema      bool
+}
+
+// tableNeed is what a migration does to one table.
+type tableNeed struct {
+	name      migration.TableName
+	alter     []string // operations that need the table's owner
+	index     []string // operations that create an index in the table's schema
+	rows      []string // bulk_insert operations (SELECT, INSERT, DELETE)
+	published bool     // the table joins the job's publication
+}
+
+// CheckPrivileges computes the privileges this migration needs and returns
+// a *PrivilegeError listing every one the role refit connects as lacks, each
+// with the statement that grants it; nil when nothing is missing. It reads
+// the catalogs only. Superusers pass. plan and facts may be nil (before
+// inspection): the plan is then built from the migration and its tables are
+// resolved like Inspect resolves them (search_path).
+//
+// What it checks, all verified against the server (PostgreSQL 15):
+//   - every table that is altered (add_column, drop_column, create_index,
+//     and the publication of the sync) is owned by the role or by a role
+//     whose privileges it has (pg_has_role USAGE, as ALTER TABLE checks);
+//   - create_index: CREATE on the table's schema (CREATE INDEX checks it,
+//     CONCURRENTLY too); create_enum: CREATE on the type's schema;
+//   - bulk_insert: SELECT, INSERT (expand) and DELETE (abort);
+//   - a table in a named schema: USAGE on that schema;
+//   - TEMPORARY on the database for any table operation (Inspect checks
+//     expressions against temporary copies of the tables);
+//   - CREATE on the database when the refit schema does not exist yet or the
+//     migration keeps new columns in sync (CREATE PUBLICATION);
+//   - a sync: REPLICATION (slots, the walsender) and the privileges of
+//     pg_read_all_stats (without them the role's own walsender position in
+//     pg_stat_replication reads NULL, and the decode-backlog throttle,
+//     replication.max_decode_backlog, cannot see how far the stream is);
+//   - an existing refit schema: USAGE and CREATE on it, and read/write on
+//     its tables and sequences.
+//
+// Replication origins are not required: without EXECUTE on the origin
+// functions refit runs untagged (see replication.TagSession).
+func CheckPrivileges(ctx context.Context, pool *pgxpool.Pool, m *migration.Migration, plan *migration.Plan, facts *migration.Facts) error {
+	rf, err := readRoleFacts(ctx, pool)
+	if err != nil {
+		return err
+	}
+	if rf.superuser {
+		return nil
+	}
+	if plan == nil {
+		plan = migration.BuildPlan(m, facts)
+	}
+	me := migration.QuoteIdent(rf.role)
+	db := migration.QuoteIdent(rf.database)
+	var missing privileges
+
+	tables, enums := migrationNeeds(m, plan, facts)
+	for _, t := range tables {
+		if err := checkTable(ctx, pool, rf, t, &missing); err != nil {
+			return err
+		}
+	}
+	for _, e := range enums {
+		if err := checkSchemaCreate(ctx, pool, rf, e.schema, e.neededFor, &missing); err != nil {
+			return err
+		}
+	}
+	if len(tables) > 0 && !rf.tempDB {
+		missing.add(fmt.Sprintf("TEMPORARY on database %s", db),
+			"validate the migration against temporary copies of its tables (nothing is written to them)",
+			fmt.Sprintf("GRANT TEMPORARY ON DATABASE %s TO %s;", db, me))
+	}
+	if !rf.refitSchema && !rf.createDB {
+		missing.add(fmt.Sprintf("CREATE on database %s", db), "create the refit schema (the first run in this database)",
+			fmt.Sprintf("GRANT CREATE ON DATABASE %s TO %s;", db, me))
+	}
+	var synced []string
+	for _, t := range tables {
+		if t.published {
+			synced = append(synced, t.name.Quoted())
+		}
+	}
+	if len(synced) > 0 {
+		what := "keep the new columns of " + strings.Join(synced, ", ") + " in sync"
+		if !rf.createDB {
+			missing.add(fmt.Sprintf("CREATE on database %s", db), "CREATE PUBLICATION for the sync of "+strings.Join(synced, ", "),
+				fmt.Sprintf("GRANT CREATE ON DATABASE %s TO %s;", db, me))
+		}
+		if !rf.replication {
+			fix := fmt.Sprintf("ALTER ROLE %s REPLICATION;", me)
+			if rf.rdsReplication {
+				fix = fmt.Sprintf("GRANT rds_replication TO %s;", me)
+			}
+			missing.add("REPLICATION", what+" (a logical replication slot and its stream)", fix)
+		}
+		if !rf.readAllStats {
+			missing.add("the privileges of pg_read_all_stats",
+				what+" without outrunning the stream: the decode-backlog throttle reads the position of refit's own walsender (pg_stat_replication.sent_lsn), which is NULL without them",
+				fmt.Sprintf("GRANT pg_read_all_stats TO %s;", me))
+		}
+	}
+	if rf.refitSchema {
+		if err := checkRefitSchema(ctx, pool, me, &missing); err != nil {
+			return err
+		}
+	}
+	if len(missing.ordered) == 0 {
+		return nil
+	}
+	e := &PrivilegeError{Role: rf.role}
+	for _, p := range missing.ordered {
+		e.Missing = append(e.Missing, *p)
+	}
+	return e
+}
+
+func readRoleFacts(ctx context.Context, pool *pgxpool.Pool) (*roleFacts, error) {
+	var rf roleFacts
+	err := pool.QueryRow(ctx, `SELECT current_user::text, current_database()::text, r.rolsuper, r.rolinherit,
+			current_setting('server_version_num')::int,
+			has_database_privilege(current_database(), 'CREATE'), has_database_privilege(current_database(), 'TEMPORARY'),
+			EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'rds_replication'),
+			pg_has_role(current_user, 'pg_read_all_stats', 'USAGE'),
+			EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = 'refit')
+		FROM pg_catalog.pg_roles r WHERE r.rolname = current_user`).Scan(&rf.role, &rf.database, &rf.superuser, &rf.inherit, &rf.version,
+		&rf.createDB, &rf.tempDB, &rf.rdsReplication, &rf.readAllStats, &rf.refitSchema)
+	if err != nil {
+		return nil, fmt.Errorf("check privileges: %w", err)
+	}
+	if rf.replication, err = replication.CanReplicate(ctx, pool); err != nil {
+		return nil, err
+	}
+	return &rf, nil
+}
+
+// enumNeed is a create_enum: CREATE on its schema ("" = the creation
+// schema of the search_path).
+type enumNeed struct {
+	schema    string
+	neededFor string
+}
+
+// migrationNeeds lists, in the order of the file, the tables the migration
+// touches and what it does to each, and the types it creates.
+func migrationNeeds(m *migration.Migration, plan *migration.Plan, facts *migration.Facts) ([]*tableNeed, []enumNeed) {
+	var tables []*tableNeed
+	byKey := map[string]*tableNeed{}
+	table := func(t migration.TableName) *tableNeed {
+		key := t.String()
+		if n := byKey[key]; n != nil {
+			return n
+		}
+		name := t
+		if facts != nil {
+			if tf := facts.Tables[key]; tf != nil {
+				name = tf.Name
+			}
+		}
+		n := &tableNeed{name: name}
+		byKey[key] = n
+		tables = append(tables, n)
+		return n
+	}
+	var enums []enumNeed
+	for i, op := range m.Operations {
+		what := fmt.Sprintf("operations[%d] (%s)", i, op.Kind())
+		switch o := op.(type) {
+		case *migration.AddColumn:
+			n := table(o.Table)
+			n.alter = append(n.alter, fmt.Sprintf("%s: add column %s", what, migration.QuoteIdent(o.Column.Name)))
+		case *migration.DropColumn:
+			n := table(o.Table)
+			n.alter = append(n.alter, fmt.Sprintf("%s: drop column %s", what, migration.QuoteIdent(o.Column)))
+		case *migration.CreateIndex:
+			n := table(o.Table)
+			n.alter = append(n.alter, fmt.Sprintf("%s: build index %s", what, migration.QuoteIdent(o.Name)))
+			n.index = append(n.index, fmt.Sprintf("%s: build index %s (CREATE INDEX checks CREATE on the schema, CONCURRENTLY too)", what, migration.QuoteIdent(o.Name)))
+		case *migration.BulkInsert:
+			n := table(o.Table)
+			n.rows = append(n.rows, fmt.Sprintf("%s: insert seed rows (and delete them on abort)", what))
+		case *migration.CreateEnum:
+			t := migration.ParseTableName(o.Name)
+			enums = append(enums, enumNeed{schema: t.Schema, neededFor: fmt.Sprintf("%s: CREATE TYPE %s", what, t.Quoted())})
+		}
+	}
+	for _, b := range plan.Backfills {
+		if len(migration.Derived(b.Sets)) > 0 {
+			table(b.Table).published = true
+		}
+	}
+	return tables, enums
+}
+
+// checkTable adds what the role lacks for one table. A table that does not
+// exist is left to Inspect, which names it.
+func checkTable(ctx context.Context, pool *pgxpool.Pool, rf *roleFacts, t *tableNeed, missing *privileges) error {
+	me := migration.QuoteIdent(rf.role)
+	if t.name.Schema != "" {
+		ok, exists, err := schemaPrivilege(ctx, pool, t.name.Schema, "USAGE")
+		if err != nil {
+			return err
+		}
+		if !exists {
+			return nil
+		}
+		if !ok {
+			missing.add(fmt.Sprintf("USAGE on schema %s", migration.QuoteIdent(t.name.Schema)), "reach table "+t.name.Quoted(),
+				fmt.Sprintf("GRANT USAGE ON SCHEMA %s TO %s;", migration.QuoteIdent(t.name.Schema), me))
+			return nil
+		}
+	}
+	var schema, name, owner string
+	var ownerSuper, owned, sel, ins, del bool
+	err := pool.QueryRow(ctx, `SELECT n.nspname::text, c.relname::text, o.rolname::text, o.rolsuper, pg_has_role(c.relowner, 'USAGE'),
+			has_table_privilege(c.oid, 'SELECT'), has_table_privilege(c.oid, 'INSERT'), has_table_privilege(c.oid, 'DELETE')
+		FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace JOIN pg_catalog.pg_roles o ON o.oid = c.relowner
+		WHERE c.oid = to_regclass($1)`, t.name.Quoted()).Scan(&schema, &name, &owner, &ownerSuper, &owned, &sel, &ins, &del)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("check privileges on table %s: %w", t.name, err)
+	}
+	table := migration.TableName{Schema: schema, Name: name}.Quoted()
+	if len(t.alter) > 0 && !owned {
+		reasons := t.alter
+		if t.published {
+			reasons = append(append([]string(nil), reasons...), "add it to the sync's publication (CREATE PUBLICATION … FOR TABLE)")
+		}
+		fix := ownerFix(rf, table, owner, ownerSuper)
+		for _, r := range reasons {
+			missing.add(fmt.Sprintf("ownership of table %s (owned by %s)", table, migration.QuoteIdent(owner)), r, fix)
+		}
+	}
+	if len(t.rows) > 0 && !owned {
+		var privs []string
+		for _, p := range []struct {
+			name string
+			ok   bool
+		}{{"SELECT", sel}, {"INSERT", ins}, {"DELETE", del}} {
+			if !p.ok {
+				privs = append(privs, p.name)
+			}
+		}
+		if len(privs) > 0 {
+			list := strings.Join(privs, ", ")
+			for _, r := range t.rows {
+				missing.add(fmt.Sprintf("%s on table %s", list, table), r, fmt.Sprintf("GRANT %s ON TABLE %s TO %s;", list, table, me))
+			}
+		}
+	}
+	for _, r := range t.index {
+		if err := checkSchemaCreate(ctx, pool, rf, schema, r, missing); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ownerFix is the statement that lets the role alter a table owned by
+// another role: membership in the owning role (the application keeps its
+// ownership), or, for a table owned by a superuser (membership in which
+// would give the privileges of everything it owns, the system catalogs
+// included) or a role refit cannot inherit from, a change of owner.
+func ownerFix(rf *roleFacts, table, owner string, ownerSuper bool) string {
+	me := migration.QuoteIdent(rf.role)
+	switch {
+	case ownerSuper:
+		return fmt.Sprintf("ALTER TABLE %s OWNER TO %s;", table, me)
+	case rf.version >= 160000:
+		return fmt.Sprintf("GRANT %s TO %s WITH INHERIT TRUE;", migration.QuoteIdent(owner), me)
+	case !rf.inherit:
+		return fmt.Sprintf("ALTER TABLE %s OWNER TO %s;", table, me)
+	default:
+		return fmt.Sprintf("GRANT %s TO %s;", migration.QuoteIdent(owner), me)
+	}
+}
+
+// checkSchemaCreate adds CREATE on a schema ("" = the creation schema of
+// the search_path) if the role lacks it. A schema that does not exist is
+// left to Inspect.
+func checkSchemaCreate(ctx context.Context, pool *pgxpool.Pool, rf *roleFacts, schema, neededFor string, missing *privileges) error {
+	if schema == "" {
+		var cur *string
+		if err := pool.QueryRow(ctx, "SELECT current_schema()::text").Scan(&cur); err != nil {
+			return fmt.Errorf("check privileges: current schema: %w", err)
+		}
+		if cur == nil {
+			return nil
+		}
+		schema = *cur
+	}
+	ok, exists, err := schemaPrivilege(ctx, pool, schema, "CREATE")
+	if err != nil || !exists || ok {
+		return err
+	}
+	missing.add(fmt.Sprintf("CREATE on schema %s", migration.QuoteIdent(schema)), neededFor,
+		fmt.Sprintf("GRANT CREATE ON SCHEMA %s TO %s;", migration.QuoteIdent(schema), migration.QuoteIdent(rf.role)))
+	return nil
+}
+
+// schemaPrivilege reports whether the role has privilege on a schema, and
+// whether the schema exists.
+func schemaPrivilege(ctx context.Context, pool *pgxpool.Pool, schema, privilege string) (ok, exists bool, err error) {
+	err = pool.QueryRow(ctx, `SELECT has_schema_privilege(oid, $2) FROM pg_catalog.pg_namespace WHERE nspname = $1`, schema, privilege).Scan(&ok)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, false, nil
+	}
+	if err != nil {
+		return false, false, fmt.Errorf("check %s on schema %s: %w", privilege, migration.QuoteIdent(schema), err)
+	}
+	return ok, true, nil
+}
+
+// checkRefitSchema adds what the role lacks to use an existing refit
+// schema: it creates its tables if missing (CREATE) and reads and writes
+// them.
+func checkRefitSchema(ctx context.Context, pool *pgxpool.Pool, me string, missing *privileges) error {
+	var usage, create, tables, sequences bool
+	err := pool.QueryRow(ctx, `SELECT has_schema_privilege(n.oid, 'USAGE'), has_schema_privilege(n.oid, 'CREATE'),
+			NOT EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.relnamespace = n.oid AND c.relkind = 'r'
+				AND NOT (has_table_privilege(c.oid, 'SELECT') AND has_table_privilege(c.oid, 'INSERT')
+					AND has_table_privilege(c.oid, 'UPDATE') AND has_table_privilege(c.oid, 'DELETE'))),
+			NOT EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.relnamespace = n.oid
+				AND NOT CASE WHEN c.relkind = 'S' THEN has_sequence_privilege(c.oid, 'USAGE') ELSE true END)
+		FROM pg_catalog.pg_namespace n WHERE n.nspname = 'refit'`).Scan(&usage, &create, &tables, &sequences)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("check privileges on schema refit: %w", err)
+	}
+	schema := migration.QuoteIdent("refit")
+	const why = "record the job in the refit schema (it exists, created by another role)"
+	if !usage || !create {
+		missing.add(fmt.Sprintf("USAGE and CREATE on schema %s", schema), why, fmt.Sprintf("GRANT USAGE, CREATE ON SCHEMA %s TO %s;", schema, me))
+	}
+	if !tables {
+		missing.add(fmt.Sprintf("SELECT, INSERT, UPDATE, DELETE on the tables of schema %s", schema), why,
+			fmt.Sprintf("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA %s TO %s;", schema, me))
+	}
+	if !sequences {
+		missing.add(fmt.Sprintf("USAGE on the sequences of schema %s", schema), why,
+			fmt.Sprintf("GRANT USAGE ON ALL SEQUENCES IN SCHEMA %s TO %s;", schema, me))
+	}
+	return nil
+}
