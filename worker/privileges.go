@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -386,35 +387,76 @@ func schemaPrivilege(ctx context.Context, pool *pgxpool.Pool, schema, privilege 
 }
 
 // checkRefitSchema adds what the role lacks to use an existing refit
-// schema: it creates its tables if missing (CREATE) and reads and writes
-// them.
+// schema: refit creates its tables in it if missing (CREATE) and reads and
+// writes them. The fix is to give the role the schema and what is in it,
+// not grants: refit uses the schema only while it is controlled by the
+// role it connects as, superusers and named trusted owners (state.Open),
+// so CREATE granted to a second role would make other runs refuse it.
 func checkRefitSchema(ctx context.Context, pool *pgxpool.Pool, me string, missing *privileges) error {
-	var usage, create, tables, sequences bool
-	err := pool.QueryRow(ctx, `SELECT has_schema_privilege(n.oid, 'USAGE'), has_schema_privilege(n.oid, 'CREATE'),
-			NOT EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.relnamespace = n.oid AND c.relkind = 'r'
+	var ok bool
+	err := pool.QueryRow(ctx, `SELECT has_schema_privilege(n.oid, 'USAGE') AND has_schema_privilege(n.oid, 'CREATE')
+			AND NOT EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.relnamespace = n.oid AND c.relkind = 'r'
 				AND NOT (has_table_privilege(c.oid, 'SELECT') AND has_table_privilege(c.oid, 'INSERT')
-					AND has_table_privilege(c.oid, 'UPDATE') AND has_table_privilege(c.oid, 'DELETE'))),
-			NOT EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.relnamespace = n.oid
+					AND has_table_privilege(c.oid, 'UPDATE') AND has_table_privilege(c.oid, 'DELETE')))
+			AND NOT EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.relnamespace = n.oid
 				AND NOT CASE WHEN c.relkind = 'S' THEN has_sequence_privilege(c.oid, 'USAGE') ELSE true END)
-		FROM pg_catalog.pg_namespace n WHERE n.nspname = 'refit'`).Scan(&usage, &create, &tables, &sequences)
-	if errors.Is(err, pgx.ErrNoRows) {
+		FROM pg_catalog.pg_namespace n WHERE n.nspname = 'refit'`).Scan(&ok)
+	if errors.Is(err, pgx.ErrNoRows) || (err == nil && ok) {
 		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("check privileges on schema refit: %w", err)
 	}
+	// What the role does not own: the schema, its tables (with their
+	// indexes and the sequences of their serial columns), other sequences,
+	// and functions.
+	rows, err := pool.Query(ctx, `WITH n AS (SELECT oid, nspowner FROM pg_catalog.pg_namespace WHERE nspname = 'refit'),
+			me AS (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = current_user)
+		SELECT 0 AS ord, 'SCHEMA', '', '', pg_catalog.pg_get_userbyid(n.nspowner)::text FROM n WHERE n.nspowner <> (SELECT oid FROM me)
+		UNION ALL
+		SELECT CASE c.relkind WHEN 'S' THEN 2 ELSE 1 END, CASE c.relkind WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END, c.relname::text, '',
+			pg_catalog.pg_get_userbyid(c.relowner)::text
+		FROM pg_catalog.pg_class c, n WHERE c.relnamespace = n.oid AND c.relkind IN ('r', 'S') AND c.relowner <> (SELECT oid FROM me)
+			AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid
+				AND d.deptype IN ('a', 'i'))
+		UNION ALL
+		SELECT 3, 'FUNCTION', p.proname::text, pg_catalog.pg_get_function_identity_arguments(p.oid), pg_catalog.pg_get_userbyid(p.proowner)::text
+		FROM pg_catalog.pg_proc p, n WHERE p.pronamespace = n.oid AND p.proowner <> (SELECT oid FROM me)
+		ORDER BY 1, 3`)
+	if err != nil {
+		return fmt.Errorf("check the owners of schema refit: %w", err)
+	}
 	schema := migration.QuoteIdent("refit")
-	const why = "record the job in the refit schema (it exists, created by another role)"
-	if !usage || !create {
-		missing.add(fmt.Sprintf("USAGE and CREATE on schema %s", schema), why, fmt.Sprintf("GRANT USAGE, CREATE ON SCHEMA %s TO %s;", schema, me))
+	var stmts, owners []string
+	for rows.Next() {
+		var ord int
+		var kind, name, args, owner string
+		if err := rows.Scan(&ord, &kind, &name, &args, &owner); err != nil {
+			rows.Close()
+			return fmt.Errorf("check the owners of schema refit: %w", err)
+		}
+		obj := schema
+		switch kind {
+		case "FUNCTION":
+			obj = fmt.Sprintf("%s.%s(%s)", schema, migration.QuoteIdent(name), args)
+		case "TABLE", "SEQUENCE":
+			obj = schema + "." + migration.QuoteIdent(name)
+		}
+		stmts = append(stmts, fmt.Sprintf("ALTER %s %s OWNER TO %s;", kind, obj, me))
+		if q := migration.QuoteIdent(owner); !slices.Contains(owners, q) {
+			owners = append(owners, q)
+		}
 	}
-	if !tables {
-		missing.add(fmt.Sprintf("SELECT, INSERT, UPDATE, DELETE on the tables of schema %s", schema), why,
-			fmt.Sprintf("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA %s TO %s;", schema, me))
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("check the owners of schema refit: %w", err)
 	}
-	if !sequences {
-		missing.add(fmt.Sprintf("USAGE on the sequences of schema %s", schema), why,
-			fmt.Sprintf("GRANT USAGE ON ALL SEQUENCES IN SCHEMA %s TO %s;", schema, me))
+	if len(stmts) == 0 {
+		// Owned, but its privileges were revoked from the owner itself.
+		stmts = []string{fmt.Sprintf("GRANT USAGE, CREATE ON SCHEMA %s TO %s; GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA %s TO %s; GRANT USAGE ON ALL SEQUENCES IN SCHEMA %s TO %s;",
+			schema, me, schema, me, schema, me)}
+		owners = []string{me}
 	}
+	missing.add(fmt.Sprintf("ownership of schema %s and its objects (owned by %s)", schema, strings.Join(owners, ", ")),
+		"record the job in the refit schema, which another role created (after checking its contents)", strings.Join(stmts, " "))
 	return nil
 }

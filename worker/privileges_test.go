@@ -430,8 +430,8 @@ func TestPrivilegeCheck(t *testing.T) {
 }
 
 // TestPrivilegeCheckRefitSchema: a refit schema created by another role
-// (here a superuser's earlier run) is reported with the grants that let the
-// role use it, by Validate (the check `refit plan --dsn` runs).
+// (here a superuser's earlier run) is reported, by Validate (the check
+// `refit plan --dsn` runs), with the statements that give it to the role.
 func TestPrivilegeCheckRefitSchema(t *testing.T) {
 	ctx := context.Background()
 	admin := newPool(t)
@@ -452,10 +452,12 @@ func TestPrivilegeCheckRefitSchema(t *testing.T) {
 	if !errors.As(err, &perr) {
 		t.Fatalf("Validate: %v, want a *worker.PrivilegeError", err)
 	}
+	t.Logf("%v", err)
 	for _, w := range []string{
-		`GRANT USAGE, CREATE ON SCHEMA "refit" TO ` + q + `;`,
-		`GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "refit" TO ` + q + `;`,
-		`GRANT USAGE ON ALL SEQUENCES IN SCHEMA "refit" TO ` + q + `;`,
+		`ownership of schema "refit" and its objects (owned by `,
+		`ALTER SCHEMA "refit" OWNER TO ` + q + `;`,
+		`ALTER TABLE "refit"."jobs" OWNER TO ` + q + `;`,
+		`ALTER FUNCTION "refit"."submit"(name text, source text, contract text) OWNER TO ` + q + `;`,
 	} {
 		if !strings.Contains(err.Error(), w) {
 			t.Errorf("the error does not contain %q:\n%v", w, err)
@@ -466,6 +468,10 @@ func TestPrivilegeCheckRefitSchema(t *testing.T) {
 	}
 	if _, err := worker.Validate(ctx, pool, m); err != nil {
 		t.Fatalf("after running the listed fixes: %v", err)
+	}
+	// The schema is now the role's, by state.Open's rules too.
+	if _, err := state.Open(ctx, pool); err != nil {
+		t.Fatalf("state.Open as the role after the fixes: %v", err)
 	}
 }
 
