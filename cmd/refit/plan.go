@@ -8,7 +8,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/refit-dev/refit/migration"
-	"github.com/refit-dev/refit/replication"
 	"github.com/refit-dev/refit/worker"
 )
 
@@ -44,19 +43,11 @@ file's settings on top of the configuration, as the job will run.`,
 				if bf, err = a.checkSettings(cmd.Context(), pool, m); err != nil {
 					return err
 				}
-				conn, err := pool.Acquire(cmd.Context())
-				if err != nil {
+				// The same validation as run, submit and a worker's claim:
+				// the database's view of every operation, the sync's
+				// requirements and every privilege the job needs.
+				if facts, err = worker.Validate(cmd.Context(), pool, m); err != nil {
 					return err
-				}
-				facts, err = migration.Inspect(cmd.Context(), conn.Conn(), m)
-				conn.Release()
-				if err != nil {
-					return err
-				}
-				if len(migration.BuildPlan(m, facts).Backfills) > 0 {
-					if err := replication.CheckRequirements(cmd.Context(), pool); err != nil {
-						return err
-					}
 				}
 			}
 			printPlan(a.out, m, migration.BuildPlan(m, facts), facts, bf.BatchSize, a.cfg.DDL.LockTimeout.String())
@@ -91,9 +82,15 @@ func printPlan(w io.Writer, m *migration.Migration, p *migration.Plan, facts *mi
 		}
 	}
 	section("Expand (before the backfill)", p.Expand)
-	if len(p.Backfills) > 0 {
+	var synced []migration.Backfill
+	for _, b := range p.Backfills {
+		if sets := migration.Derived(b.Sets); len(sets) > 0 {
+			synced = append(synced, migration.Backfill{Table: b.Table, Sets: sets})
+		}
+	}
+	if len(synced) > 0 {
 		var tables []string
-		for _, b := range p.Backfills {
+		for _, b := range synced {
 			tables = append(tables, b.Table.Quoted())
 		}
 		fmt.Fprintln(w, "\nSync (before the first batch, dropped at complete or abort)")
@@ -102,12 +99,8 @@ func printPlan(w io.Writer, m *migration.Migration, p *migration.Plan, facts *mi
 		fmt.Fprintln(w, "  - SELECT pg_create_logical_replication_slot('refit_job_<id>', 'pgoutput')")
 		fmt.Fprintln(w, "    lock: none; waits for transactions holding an xid to end (bounded by replication.slot_create_timeout)")
 		fmt.Fprintln(w, "  - then, until contract: every INSERT/UPDATE of the old columns marks its key dirty, and refit runs")
-		for _, b := range p.Backfills {
-			var sets []string
-			for _, s := range b.Sets {
-				sets = append(sets, fmt.Sprintf("%s = (%s)", migration.QuoteIdent(s.Column), s.Expr))
-			}
-			fmt.Fprintf(w, "    UPDATE %s SET %s WHERE key = ANY(dirty keys) AND the new values differ\n", b.Table.Quoted(), strings.Join(sets, ", "))
+		for _, b := range synced {
+			fmt.Fprintf(w, "    UPDATE %s SET %s WHERE key = ANY(dirty keys) AND the new values differ\n", b.Table.Quoted(), migration.SetList(b.Sets))
 		}
 	}
 	fmt.Fprintf(w, "\nBackfill (batches of %d rows, each its own transaction with its checkpoint)\n", batch)
@@ -115,10 +108,6 @@ func printPlan(w io.Writer, m *migration.Migration, p *migration.Plan, facts *mi
 		fmt.Fprintln(w, "  (nothing)")
 	}
 	for _, b := range p.Backfills {
-		var sets []string
-		for _, s := range b.Sets {
-			sets = append(sets, fmt.Sprintf("%s = (%s)", migration.QuoteIdent(s.Column), s.Expr))
-		}
 		key := "its primary key"
 		if facts != nil {
 			if tf := facts.Tables[b.Table.String()]; tf != nil {
@@ -129,8 +118,13 @@ func printPlan(w io.Writer, m *migration.Migration, p *migration.Plan, facts *mi
 				key = "(" + strings.Join(ks, ", ") + ")"
 			}
 		}
-		fmt.Fprintf(w, "  - UPDATE %s SET %s\n", b.Table.Quoted(), strings.Join(sets, ", "))
-		fmt.Fprintf(w, "    WHERE key in (last checkpoint, batch end] AND the new values differ; keyset on %s\n", key)
+		fmt.Fprintf(w, "  - UPDATE %s SET %s\n", b.Table.Quoted(), migration.SetList(b.Sets))
+		fmt.Fprintf(w, "    WHERE key in (last checkpoint, batch end] AND %s; keyset on %s\n", migration.Guard(b.Sets), key)
+		for _, s := range b.Sets {
+			if s.Fill {
+				fmt.Fprintf(w, "    (%s: a volatile default, given once to the rows that existed before it; never synced)\n", s.Column)
+			}
+		}
 		fmt.Fprintln(w, "    lock: ROW EXCLUSIVE plus row locks of one batch · cost: rewrites each row once, in batches")
 	}
 	section("Post-backfill (indexes, built after the data so the backfill does not maintain them)", p.PostBackfill)

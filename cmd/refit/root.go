@@ -23,7 +23,7 @@ import (
 const (
 	exitOK      = 0
 	exitFailed  = 1 // the job (or refit) failed
-	exitInvalid = 2 // invalid migration file, configuration or usage
+	exitInvalid = 2 // invalid migration file, configuration, usage, or a missing privilege (nothing changed)
 	exitAborted = 3 // the job was aborted (by this or another process)
 	exitPaused  = 4 // the job was paused by an operator: it has not finished
 	exitBlocked = 5 // an earlier live job holds one of the migration's tables
@@ -73,7 +73,8 @@ func run(ctx context.Context, args []string) int {
 		return je.code
 	}
 	var ue usageError
-	if errors.As(err, &ue) || migration.IsInvalid(err) {
+	var pe *worker.PrivilegeError
+	if errors.As(err, &ue) || migration.IsInvalid(err) || errors.As(err, &pe) {
 		return exitInvalid
 	}
 	return exitFailed
