@@ -21,11 +21,11 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 
 	"github.com/refit-dev/refit/migration"
+	"github.com/refit-dev/refit/sqlstate"
 	"github.com/refit-dev/refit/state"
 )
 
@@ -316,11 +316,11 @@ func (b *Backfiller) runRange(ctx context.Context, q *queries, r state.Range, to
 				ctl.Observe(size, time.Since(t0))
 				break
 			}
-			if !retryable(err) || attempt >= b.cfg.MaxRetries || ctx.Err() != nil {
+			if !sqlstate.Retryable(err) || attempt >= b.cfg.MaxRetries || ctx.Err() != nil {
 				break
 			}
-			// A lock timeout or deadlock: the database is busy here, so the
-			// retry is smaller.
+			// A lock timeout, deadlock or serialization failure: the
+			// database is busy here, so the retry is smaller.
 			size = ctl.Observe(size, time.Since(t0)+cfg.TargetBatchTime*4)
 			wait := time.Duration(50+rand.IntN(200)) * time.Millisecond * time.Duration(min(attempt+1, 10))
 			b.log.Warn("backfill batch retry", zap.String("table", r.Table), zap.Int("attempt", attempt+1), zap.Error(err), zap.Duration("backoff", wait))
@@ -488,17 +488,6 @@ func (q *queries) count(hasAfter, hasUpper bool) string {
 // rows that are already right, so re-running a range is a read, not a write.
 func (q *queries) update(hasAfter, hasUpper bool) string {
 	return migration.RecomputeSQL(q.table, q.sets, q.bounds(hasAfter, hasUpper))
-}
-
-func retryable(err error) bool {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		switch pgErr.Code {
-		case "55P03", "40P01", "40001": // lock timeout, deadlock, serialization failure
-			return true
-		}
-	}
-	return false
 }
 
 func sleep(ctx context.Context, d time.Duration) error {

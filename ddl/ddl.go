@@ -4,10 +4,11 @@
 // never queues behind refit's lock request for longer than that timeout:
 // PostgreSQL's lock queue is FIFO, and a waiting ACCESS EXCLUSIVE request
 // blocks every later reader of the table, so the wait itself must be short.
-// When the lock is not granted in time (SQLSTATE 55P03) or the statement is
-// chosen as a deadlock victim (40P01), the executor backs off with capped,
-// jittered, escalating sleeps and tries again, up to a total time bound. The
-// timeout is set on every connection for every attempt, including the last.
+// When the lock is not granted in time (sqlstate.LockNotAvailable), or the
+// transaction is chosen as a deadlock victim or fails to serialize (any
+// sqlstate.Retryable error), the executor backs off with capped, jittered,
+// escalating sleeps and tries again, up to a total time bound. The timeout
+// is set on every connection for every attempt, including the last.
 //
 // Transactional statements run one per short transaction, together with the
 // caller's checkpoint, so each happens exactly once. Statements that cannot
@@ -28,9 +29,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
+
+	"github.com/refit-dev/refit/sqlstate"
 )
 
 // Config bounds how refit waits for locks.
@@ -109,28 +111,18 @@ func New(pool *pgxpool.Pool, cfg Config, log *zap.Logger) *Executor {
 	return &Executor{pool: pool, cfg: cfg, log: log.Named("ddl")}
 }
 
-// Retries is the number of lock-timeout/deadlock retries so far.
+// Retries is the number of retries so far, after lock timeouts, deadlocks
+// and serialization failures (sqlstate.Retryable).
 func (e *Executor) Retries() int64 { return e.retries.Load() }
 
 // Config returns the executor's configuration.
 func (e *Executor) Config() Config { return e.cfg }
 
-// IsRetryable reports whether err is a lock timeout or a deadlock.
-func IsRetryable(err error) bool {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		switch pgErr.Code {
-		case "55P03", "40P01": // lock_not_available, deadlock_detected
-			return true
-		}
-	}
-	return false
-}
-
-// Run executes s, retrying lock timeouts and deadlocks. For a transactional
-// statement, within (if not nil) runs in the same transaction after the
-// statement, so the statement and the caller's checkpoint commit together.
-// For the others, within runs in its own transaction after success.
+// Run executes s, retrying lock timeouts, deadlocks and serialization
+// failures (sqlstate.Retryable). For a transactional statement, within (if
+// not nil) runs in the same transaction after the statement, so the
+// statement and the caller's checkpoint commit together. For the others,
+// within runs in its own transaction after success.
 func (e *Executor) Run(ctx context.Context, s Statement, within func(context.Context, pgx.Tx) error) error {
 	log := e.log.With(zap.String("statement", s.Description))
 	start := time.Now()
@@ -149,11 +141,11 @@ func (e *Executor) Run(ctx context.Context, s Statement, within func(context.Con
 			}
 			return nil
 		}
-		if !IsRetryable(err) || ctx.Err() != nil {
+		if !sqlstate.Retryable(err) || ctx.Err() != nil {
 			return fmt.Errorf("%s: %w", s.Description, err)
 		}
 		sleep := backoff/2 + rand.N(backoff/2+1)
-		fields := []zap.Field{zap.Int("attempt", attempt), zap.String("sqlstate", sqlState(err))}
+		fields := []zap.Field{zap.Int("attempt", attempt), zap.String("sqlstate", sqlstate.Code(err))}
 		var blocked []Blocker
 		if blockers != nil {
 			blocked = blockers.get()
@@ -277,7 +269,7 @@ func (e *Executor) runAutocommit(ctx context.Context, s Statement, within func(c
 				if _, dropErr := conn.Exec(bg, "DROP INDEX CONCURRENTLY IF EXISTS "+s.Index); dropErr != nil {
 					err = errors.Join(err, fmt.Errorf("drop invalid index %s: %w", s.Index, dropErr))
 				} else {
-					log.Info("dropped the invalid index left by the failed build", zap.String("index", s.Index), zap.String("sqlstate", sqlState(err)))
+					log.Info("dropped the invalid index left by the failed build", zap.String("index", s.Index), zap.String("sqlstate", sqlstate.Code(err)))
 				}
 			}
 		}
@@ -396,14 +388,6 @@ func describeBlockers(list []Blocker) string {
 		parts = append(parts, fmt.Sprintf("pid %d (%s, transaction age %s): %.80s", b.PID, b.State, b.XactAge, b.Query))
 	}
 	return "; last blocked by " + strings.Join(parts, ", ")
-}
-
-func sqlState(err error) string {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		return pgErr.Code
-	}
-	return ""
 }
 
 // Sleep waits for d or until ctx is done.

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/refit-dev/refit/ddl"
 	"github.com/refit-dev/refit/internal/pgtest"
+	"github.com/refit-dev/refit/sqlstate"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -172,14 +172,6 @@ func (l *locker) stop() {
 	})
 }
 
-func pgCode(err error) string {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		return pgErr.Code
-	}
-	return ""
-}
-
 // checkpoint is a `within` callback: it records that it ran and whether it
 // runs in the statement's transaction (it then holds the table's lock).
 func checkpoint(calls *atomic.Int64, note, lockMode string) func(context.Context, pgx.Tx) error {
@@ -287,7 +279,7 @@ func TestBlockedDDLRetriesWithoutQueueing(t *testing.T) {
 	// The retries named session A as the blocker at least once.
 	named := false
 	for _, e := range logs.FilterMessage("ddl lock not granted, retrying").All() {
-		if code := e.ContextMap()["sqlstate"]; code != "55P03" {
+		if code := e.ContextMap()["sqlstate"]; code != sqlstate.LockNotAvailable {
 			t.Errorf("retry logged sqlstate %v, want 55P03", code)
 		}
 		if bl, ok := e.ContextMap()["blockers"].([]ddl.Blocker); ok {
@@ -327,11 +319,10 @@ func TestGivesUpAfterRetryTotal(t *testing.T) {
 	if err == nil {
 		t.Fatal("Run succeeded while session A held its lock")
 	}
-	var pgErr *pgconn.PgError
-	if !errors.As(err, &pgErr) || pgErr.Code != "55P03" {
+	if sqlstate.Code(err) != sqlstate.LockNotAvailable {
 		t.Errorf("error %v does not wrap SQLSTATE 55P03", err)
 	}
-	if !ddl.IsRetryable(err) {
+	if !sqlstate.Retryable(err) {
 		t.Errorf("IsRetryable(%v) = false", err)
 	}
 	if ex.Retries() < 2 {
@@ -428,7 +419,7 @@ func TestCreateIndexConcurrently(t *testing.T) {
 		// INVALID index behind.
 		other := connect(t, dsn)
 		_, err := other.Exec(ctx, `CREATE UNIQUE INDEX CONCURRENTLY t_v_key ON t (v)`)
-		if pgCode(err) != "23505" {
+		if sqlstate.Code(err) != sqlstate.UniqueViolation {
 			t.Fatalf("unique build on duplicates: %v, want 23505", err)
 		}
 		exists, valid, oldOID := indexState(t, admin, index)
@@ -468,10 +459,10 @@ func TestCreateIndexConcurrently(t *testing.T) {
 			LongRunning: true, Index: index,
 		}, within)
 		t.Logf("failed build returned after %s: %v", time.Since(begin).Round(time.Millisecond), err)
-		if pgCode(err) != "23505" {
+		if sqlstate.Code(err) != sqlstate.UniqueViolation {
 			t.Fatalf("Run = %v, want a 23505 unique violation", err)
 		}
-		if ddl.IsRetryable(err) || ex.Retries() != retries {
+		if sqlstate.Retryable(err) || ex.Retries() != retries {
 			t.Errorf("a unique violation was retried (retries %d -> %d)", retries, ex.Retries())
 		}
 		if exists, valid, _ := indexState(t, admin, index); exists {
@@ -534,7 +525,7 @@ func TestLockTimeoutOnEveryConnection(t *testing.T) {
 		wg.Wait()
 		for i, r := range results {
 			t.Logf("%s: gave up after %s", stmts[i].Description, r.elapsed.Round(time.Millisecond))
-			if pgCode(r.err) != "55P03" {
+			if sqlstate.Code(r.err) != sqlstate.LockNotAvailable {
 				t.Errorf("%s: %v, want an error wrapping 55P03", stmts[i].Description, r.err)
 			}
 			if limit := cfg.RetryTotal + time.Second; r.elapsed > limit {
@@ -634,7 +625,7 @@ func TestSubMillisecondLockTimeout(t *testing.T) {
 		runCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		err := ex.Run(runCtx, ddl.Statement{SQL: sql, Description: sql, Transactional: transactional, Index: map[bool]string{false: "t_v_idx"}[transactional]}, nil)
 		cancel()
-		if pgCode(err) != "55P03" {
+		if sqlstate.Code(err) != sqlstate.LockNotAvailable {
 			t.Errorf("transactional=%v: %v, want a lock timeout", transactional, err)
 		}
 	}
@@ -698,30 +689,8 @@ func TestDeadlockIsRetried(t *testing.T) {
 		t.Errorf("Retries() = %d, within calls %d; want 1 and 1", ex.Retries(), attempts.Load())
 	}
 	retried := logs.FilterMessage("ddl lock not granted, retrying").All()
-	if len(retried) != 1 || retried[0].ContextMap()["sqlstate"] != "40P01" {
+	if len(retried) != 1 || retried[0].ContextMap()["sqlstate"] != sqlstate.DeadlockDetected {
 		t.Errorf("retry log entries %v, want one with sqlstate 40P01", retried)
-	}
-}
-
-func TestIsRetryable(t *testing.T) {
-	for _, tc := range []struct {
-		err  error
-		want bool
-	}{
-		{&pgconn.PgError{Code: "55P03"}, true},
-		{&pgconn.PgError{Code: "40P01"}, true},
-		{fmt.Errorf("wrapped: %w", &pgconn.PgError{Code: "40P01"}), true},
-		{errors.Join(errors.New("other"), &pgconn.PgError{Code: "55P03"}), true},
-		{&pgconn.PgError{Code: "42601"}, false},
-		{&pgconn.PgError{Code: "57014"}, false}, // statement_timeout
-		{&pgconn.PgError{Code: "23505"}, false},
-		{context.DeadlineExceeded, false},
-		{errors.New("lock timeout"), false}, // never by message text
-		{nil, false},
-	} {
-		if got := ddl.IsRetryable(tc.err); got != tc.want {
-			t.Errorf("IsRetryable(%v) = %v, want %v", tc.err, got, tc.want)
-		}
 	}
 }
 
@@ -739,10 +708,10 @@ func TestSyntaxErrorIsNotRetried(t *testing.T) {
 		before := ex.Retries()
 		begin := time.Now()
 		err := ex.Run(ctx, ddl.Statement{SQL: "ALTER TABLE t ADDD COLUMN n int", Description: "typo", Transactional: transactional}, nil)
-		if pgCode(err) != "42601" {
+		if sqlstate.Code(err) != sqlstate.SyntaxError {
 			t.Errorf("transactional=%v: %v, want 42601", transactional, err)
 		}
-		if ddl.IsRetryable(err) || ex.Retries() != before {
+		if sqlstate.Retryable(err) || ex.Retries() != before {
 			t.Errorf("transactional=%v: a syntax error was retried", transactional)
 		}
 		if d := time.Since(begin); d > 500*time.Millisecond {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -20,6 +19,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/refit-dev/refit/migration"
+	"github.com/refit-dev/refit/sqlstate"
 )
 
 // Target is one table kept in sync: its key and its derived columns.
@@ -338,7 +338,7 @@ func tagSession(ctx context.Context, conn *pgx.Conn, origin string, log *zap.Log
 		return false, nil
 	}
 	if err := EnsureOrigin(ctx, conn, origin); err != nil {
-		if isPrivilegeError(err) {
+		if sqlstate.Is(err, sqlstate.InsufficientPrivilege) {
 			log.Warn("cannot tag refit's writes with a replication origin (no privilege); they will be re-applied as no-ops", zap.Error(err))
 			return false, nil
 		}
@@ -349,18 +349,13 @@ func tagSession(ctx context.Context, conn *pgx.Conn, origin string, log *zap.Log
 		return err
 	})
 	if err != nil {
-		if isPrivilegeError(err) {
+		if sqlstate.Is(err, sqlstate.InsufficientPrivilege) {
 			log.Warn("cannot tag refit's writes with a replication origin (no privilege); they will be re-applied as no-ops", zap.Error(err))
 			return false, nil
 		}
 		return false, fmt.Errorf("set up replication origin %s: %w", origin, err)
 	}
 	return true, nil
-}
-
-func isPrivilegeError(err error) bool {
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == "42501"
 }
 
 func (c *Consumer) handle(ctx context.Context, st *loopState, msg pgproto3.BackendMessage) error {
@@ -531,7 +526,7 @@ func (c *Consumer) flush(ctx context.Context, st *loopState) error {
 		if err == nil {
 			break
 		}
-		if !retryable(err) || attempt >= 20 || ctx.Err() != nil {
+		if !sqlstate.Retryable(err) || attempt >= 20 || ctx.Err() != nil {
 			return fmt.Errorf("apply dirty keys: %w", err)
 		}
 		c.log.Warn("sync apply retry", zap.Int("attempt", attempt+1), zap.Error(err))
@@ -647,17 +642,6 @@ func (c *Consumer) sendStatus(ctx context.Context, st *loopState, reply bool) er
 		c.OnStatus(s)
 	}
 	return nil
-}
-
-func retryable(err error) bool {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		switch pgErr.Code {
-		case "55P03", "40P01", "40001":
-			return true
-		}
-	}
-	return false
 }
 
 // waitVisible waits until every given transaction is visible to a new

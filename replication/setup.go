@@ -37,6 +37,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/refit-dev/refit/migration"
+	"github.com/refit-dev/refit/sqlstate"
 )
 
 // Config tunes replication.
@@ -432,13 +433,12 @@ func EnsureSlot(ctx context.Context, pool *pgxpool.Pool, jobID int64, timeout ti
 		err = cancelSlotCreation(ctx, conn, res, ecancel)
 	}
 	conn.Release()
-	var pgErr *pgconn.PgError
 	switch {
 	case err == nil:
 		return true, nil
 	case abandoned && ctx.Err() != nil:
 		return false, errors.Join(ctx.Err(), err)
-	case abandoned && errors.As(err, &pgErr) && pgErr.Code == "57014": // query_canceled: by us
+	case abandoned && sqlstate.Is(err, sqlstate.QueryCanceled): // by us
 		still, lerr := SlotBlockers(ctx, pool)
 		msgs := make([]string, len(still))
 		for i, b := range still {
@@ -446,7 +446,7 @@ func EnsureSlot(ctx context.Context, pool *pgxpool.Pool, jobID int64, timeout ti
 		}
 		return false, errors.Join(fmt.Errorf("creating replication slot %s waited %s for open transactions to finish (replication.slot_create_timeout); still open:\n  %s",
 			SlotName(jobID), timeout, strings.Join(msgs, "\n  ")), lerr)
-	case errors.As(err, &pgErr) && pgErr.Code == "42710": // duplicate_object: the name is taken in another database
+	case sqlstate.Is(err, sqlstate.DuplicateObject): // the name is taken in another database
 		var db string
 		_ = pool.QueryRow(ctx, "SELECT coalesce(database::text, '?') FROM pg_replication_slots WHERE slot_name = $1", SlotName(jobID)).Scan(&db) //nolint:errcheck // message only
 		return false, fmt.Errorf("create replication slot %s: a slot of that name already exists in another database (%s); slot names are cluster-wide: %w", SlotName(jobID), db, err)
@@ -485,8 +485,7 @@ func cancelSlotCreation(ctx context.Context, conn *pgxpool.Conn, res <-chan erro
 // EnsureOrigin creates a replication origin if it does not exist.
 func EnsureOrigin(ctx context.Context, q Querier, name string) error {
 	_, err := q.Exec(ctx, `SELECT pg_replication_origin_create($1) WHERE NOT EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = $1)`, name)
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "23505" { // created concurrently
+	if sqlstate.Is(err, sqlstate.UniqueViolation) { // created concurrently
 		return nil
 	}
 	return err
@@ -506,8 +505,7 @@ func Drop(ctx context.Context, q Querier, jobID int64) error {
 	for i := 0; i < 50; i++ {
 		_, err := q.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
 			WHERE slot_name = $1 AND database = current_database()`, SlotName(jobID))
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && pgErr.Code == "55006" { // object_in_use
+		if sqlstate.Is(err, sqlstate.ObjectInUse) {
 			if serr := sleep(ctx, 100*time.Millisecond); serr != nil {
 				return serr
 			}
@@ -547,10 +545,9 @@ func dropOrigins(ctx context.Context, q Querier, jobID int64) error {
 	}
 	for _, name := range names {
 		_, err := q.Exec(ctx, "SELECT pg_replication_origin_drop($1)", name)
-		var pgErr *pgconn.PgError
 		switch {
-		case err == nil, errors.As(err, &pgErr) && pgErr.Code == "42704": // undefined_object: dropped meanwhile
-		case isPrivilegeError(err):
+		case err == nil, sqlstate.Is(err, sqlstate.UndefinedObject): // dropped meanwhile
+		case sqlstate.Is(err, sqlstate.InsufficientPrivilege):
 			var role string
 			if rerr := q.QueryRow(ctx, "SELECT current_user::text").Scan(&role); rerr != nil {
 				return errors.Join(fmt.Errorf("drop replication origin %s: %w", name, err), rerr)
@@ -627,19 +624,13 @@ func TerminateStale(ctx context.Context, q Querier, jobID int64) (int, error) {
 	return n, fmt.Errorf("stale sessions of job %d did not end", jobID)
 }
 
-// inUse reports SQLSTATE 55006 (object in use: an origin or a slot still
-// held by a session that is going away).
-func inUse(err error) bool {
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == "55006"
-}
-
-// retryInUse retries f while the object it needs is still held by a
-// session that is ending, for up to about ten seconds.
+// retryInUse retries f while the object it needs (an origin, a slot) is
+// still held by a session that is ending (sqlstate.ObjectInUse), for up to
+// about ten seconds.
 func retryInUse(ctx context.Context, f func() error) error {
 	var err error
 	for i := 0; i < 50; i++ {
-		if err = f(); !inUse(err) {
+		if err = f(); !sqlstate.Is(err, sqlstate.ObjectInUse) {
 			return err
 		}
 		if serr := sleep(ctx, 200*time.Millisecond); serr != nil {

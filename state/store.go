@@ -18,8 +18,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/refit-dev/refit/sqlstate"
 )
 
 // ErrNotFound is returned when no job matches.
@@ -220,8 +221,7 @@ func (s *Store) CreateJob(ctx context.Context, n NewJob) (*Job, error) {
 		var id int64
 		err := tx.QueryRow(ctx, `INSERT INTO refit.jobs (name, checksum, file, source, facts, contract_mode, settings)
 			VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id`, n.Name, n.Checksum, n.File, n.Source, string(n.Facts), n.ContractMode, string(n.Settings)).Scan(&id)
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && pgErr.Code == "23505" {
+		if sqlstate.Is(err, sqlstate.UniqueViolation) {
 			return fmt.Errorf("a job for migration %q is already running", n.Name)
 		}
 		if err != nil {

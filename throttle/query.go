@@ -8,8 +8,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/refit-dev/refit/sqlstate"
 )
 
 // QueryTimeout bounds one run of throttle.query: its validation and every
@@ -119,26 +120,16 @@ func ValidateQuery(ctx context.Context, db DB, query string) (err error) {
 	return nil
 }
 
-// SQLSTATEs that queryError explains.
-const (
-	sqlstateSyntaxError         = "42601"
-	sqlstateReadOnlyTransaction = "25006"
-	sqlstateQueryCanceled       = "57014"
-)
-
 // queryError builds the QueryError of a statement the server refused,
 // saying what the SQLSTATE means for a throttle query.
 func queryError(query, problem string, err error) error {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		switch pgErr.Code {
-		case sqlstateSyntaxError: // also what the server answers to more than one statement
-			problem = "must be exactly one valid SQL statement"
-		case sqlstateReadOnlyTransaction:
-			problem = "must not write (it ran in a read-only transaction)"
-		case sqlstateQueryCanceled:
-			problem = fmt.Sprintf("must finish within %s (statement_timeout)", QueryTimeout)
-		}
+	switch sqlstate.Code(err) {
+	case sqlstate.SyntaxError: // also what the server answers to more than one statement
+		problem = "must be exactly one valid SQL statement"
+	case sqlstate.ReadOnlySQLTransaction:
+		problem = "must not write (it ran in a read-only transaction)"
+	case sqlstate.QueryCanceled:
+		problem = fmt.Sprintf("must finish within %s (statement_timeout)", QueryTimeout)
 	}
 	return &QueryError{Query: query, Problem: problem, Err: err}
 }

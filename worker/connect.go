@@ -7,8 +7,9 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/refit-dev/refit/sqlstate"
 )
 
 // Connect opens refit's pool to a target database. Every session gets the
@@ -60,8 +61,7 @@ func SessionDefaults(ctx context.Context, conn *pgx.Conn) error {
 	}
 	for _, set := range []string{"SET client_connection_check_interval = 1000", "SET deadlock_timeout = 100"} {
 		_, err := conn.Exec(ctx, set)
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && (pgErr.Code == "42704" || pgErr.Code == "42501") {
+		if sqlstate.Is(err, sqlstate.UndefinedObject, sqlstate.InsufficientPrivilege) {
 			continue // unknown on this version, or not permitted: best effort
 		}
 		if err != nil {

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 
@@ -21,6 +20,7 @@ import (
 	"github.com/refit-dev/refit/ddl"
 	"github.com/refit-dev/refit/migration"
 	"github.com/refit-dev/refit/replication"
+	"github.com/refit-dev/refit/sqlstate"
 	"github.com/refit-dev/refit/state"
 	"github.com/refit-dev/refit/throttle"
 )
@@ -586,7 +586,7 @@ func (r *Runner) contract(ctx context.Context, log *zap.Logger, job *state.Job, 
 			if err == nil {
 				break
 			}
-			if r.sync == nil || attempt >= 3 || !isCheckViolation(err) {
+			if r.sync == nil || attempt >= 3 || !sqlstate.Is(err, sqlstate.CheckViolation, sqlstate.NotNullViolation) {
 				return false, fmt.Errorf("operations[%d] (%s): %w", s.Op, s.Kind, err)
 			}
 			log.Warn("a row violates the new constraint: draining the stream again and retrying", zap.Int("attempt", attempt), zap.Error(err))
@@ -596,11 +596,6 @@ func (r *Runner) contract(ctx context.Context, log *zap.Logger, job *state.Job, 
 		}
 	}
 	return false, nil
-}
-
-func isCheckViolation(err error) bool {
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && (pgErr.Code == "23514" || pgErr.Code == "23502")
 }
 
 // quiet reports whether the auto contract gate opens: no application write

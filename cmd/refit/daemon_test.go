@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/refit-dev/refit/internal/pgtest"
+	"github.com/refit-dev/refit/sqlstate"
 )
 
 // daemon is a real `refit worker` process.
@@ -446,7 +447,7 @@ operations:
 	}
 	waitJobs(t, pool, time.Minute, "EXISTS (SELECT 1 FROM refit.jobs WHERE name = 'uniq' AND phase = 'failed')")
 	var jobErr string
-	if err := pool.QueryRow(ctx, "SELECT error FROM refit.jobs WHERE name = 'uniq'").Scan(&jobErr); err != nil || !strings.Contains(jobErr, "23505") {
+	if err := pool.QueryRow(ctx, "SELECT error FROM refit.jobs WHERE name = 'uniq'").Scan(&jobErr); err != nil || !strings.Contains(jobErr, sqlstate.UniqueViolation) {
 		t.Fatalf("failure: %q %v", jobErr, err)
 	}
 	time.Sleep(time.Second)

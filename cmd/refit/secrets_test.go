@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -18,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/refit-dev/refit/internal/pgtest"
+	"github.com/refit-dev/refit/sqlstate"
 )
 
 // marker is part of every password of these tests: it must never be
@@ -108,8 +108,7 @@ func secretRole(t *testing.T) (role string, enforced bool) {
 		Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(c.Port())), Path: "/postgres", RawQuery: "sslmode=disable"}).String()
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		conn, err := pgconn.Connect(ctx, probe)
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && pgErr.Code == "28P01" {
+		if sqlstate.Is(err, sqlstate.InvalidPassword) {
 			return role, true
 		}
 		if err == nil {
@@ -221,7 +220,7 @@ func checkCommand(t *testing.T, f secretForm, enforced bool, code int, output st
 		}
 	case authFails:
 		if enforced {
-			want = "28P01"
+			want = sqlstate.InvalidPassword
 		}
 	case parseFails:
 		want = "cannot parse the connection string"
@@ -322,7 +321,7 @@ func TestSecretsNotInWorkerLog(t *testing.T) {
 					t.Fatalf("worker after SIGTERM: %v\n%s", err, out.String())
 				}
 				assertNoSecret(t, f, out.String())
-				want := map[outcome]string{authFails: "28P01", parseFails: "cannot parse the connection string",
+				want := map[outcome]string{authFails: sqlstate.InvalidPassword, parseFails: "cannot parse the connection string",
 					ambiguous: "percent-encode '@'", unreachable: "target not reachable"}[f.want]
 				if f.want == authFails && !enforced {
 					want = "target not reachable"

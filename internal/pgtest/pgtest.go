@@ -48,8 +48,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap"
+
+	"github.com/refit-dev/refit/sqlstate"
 )
 
 // Options configures Start.
@@ -260,8 +261,7 @@ func (c *Cluster) DropDatabase(ctx context.Context, name string) error {
 		if err == nil {
 			return nil
 		}
-		var pgErr *pgconn.PgError
-		if !errors.As(err, &pgErr) || pgErr.Code != "55006" || attempt == attempts { // object_in_use
+		if !sqlstate.Is(err, sqlstate.ObjectInUse) || attempt == attempts {
 			return fmt.Errorf("pgtest: drop database %q: %w", name, err)
 		}
 		select {
@@ -310,8 +310,7 @@ func (c *Cluster) dropDatabaseOnce(ctx context.Context, name string) error {
 	}
 	for _, s := range slots {
 		_, err := conn.Exec(ctx, "SELECT pg_drop_replication_slot($1)", s.name)
-		var pgErr *pgconn.PgError
-		if err != nil && !(errors.As(err, &pgErr) && pgErr.Code == "42704") { // undefined_object: already gone
+		if err != nil && !sqlstate.Is(err, sqlstate.UndefinedObject) { // already gone
 			return err
 		}
 	}
