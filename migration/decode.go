@@ -6,31 +6,15 @@ import (
 	"fmt"
 	"io"
 	"reflect"
-	"sort"
 	"strings"
-	"time"
 
 	"gopkg.in/yaml.v3"
 )
 
-// operationKinds maps an operation key to a constructor of its typed value.
-var operationKinds = map[string]func() Operation{
-	"add_column":   func() Operation { return &AddColumn{} },
-	"drop_column":  func() Operation { return &DropColumn{} },
-	"create_index": func() Operation { return &CreateIndex{} },
-	"create_enum":  func() Operation { return &CreateEnum{} },
-	"sql":          func() Operation { return &SQL{} },
-	"bulk_insert":  func() Operation { return &BulkInsert{} },
-}
-
-// Kinds lists the operation kinds refit understands, sorted.
-func Kinds() []string {
-	out := make([]string, 0, len(operationKinds))
-	for k := range operationKinds {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
+// postDecoder is implemented by operations that adjust what YAML decoded,
+// with the node at hand.
+type postDecoder interface {
+	afterDecode(body *yaml.Node)
 }
 
 func decode(file string, data []byte) (*Migration, error) {
@@ -112,11 +96,10 @@ func decodeOperation(file string, i int, n *yaml.Node) (Operation, error) {
 		return nil, &Error{File: file, Op: i, Line: n.Line, Msg: "each operation must be a mapping with exactly one key, the operation kind (" + strings.Join(Kinds(), ", ") + ")"}
 	}
 	kind, body := n.Content[0].Value, n.Content[1]
-	mk, ok := operationKinds[kind]
+	op, ok := newOperation(kind)
 	if !ok {
 		return nil, &Error{File: file, Op: i, Line: n.Content[0].Line, Msg: fmt.Sprintf("unknown operation %q (want one of %s)", kind, strings.Join(Kinds(), ", "))}
 	}
-	op := mk()
 	if body.Kind != yaml.MappingNode {
 		return nil, &Error{File: file, Op: i, Kind: kind, Line: body.Line, Msg: "the operation body must be a mapping"}
 	}
@@ -126,40 +109,10 @@ func decodeOperation(file string, i int, n *yaml.Node) (Operation, error) {
 	if err := body.Decode(op); err != nil {
 		return nil, &Error{File: file, Op: i, Kind: kind, Line: body.Line, Msg: cleanYAMLError(err)}
 	}
-	if bi, ok := op.(*BulkInsert); ok {
-		keepTimestampText(body, bi)
+	if pd, ok := op.(postDecoder); ok {
+		pd.afterDecode(body)
 	}
 	return op, nil
-}
-
-// keepTimestampText puts back, as written, the bulk_insert values that YAML
-// resolved to timestamps (an unquoted 2024-01-02 decodes to a time.Time):
-// the database parses the text for the column's type, as it does for any
-// other value, so a date stays a date and a timestamptz without an offset
-// is read in the session's time zone rather than as UTC.
-func keepTimestampText(body *yaml.Node, bi *BulkInsert) {
-	for i := 0; i < len(body.Content); i += 2 {
-		if body.Content[i].Value != "rows" || body.Content[i+1].Kind != yaml.SequenceNode {
-			continue
-		}
-		for r, row := range body.Content[i+1].Content {
-			for row.Kind == yaml.AliasNode && row.Alias != nil {
-				row = row.Alias
-			}
-			if r >= len(bi.Rows) || row.Kind != yaml.MappingNode {
-				continue
-			}
-			for j := 0; j+1 < len(row.Content); j += 2 {
-				k, v := row.Content[j], row.Content[j+1]
-				for v.Kind == yaml.AliasNode && v.Alias != nil {
-					v = v.Alias
-				}
-				if _, isTime := bi.Rows[r][k.Value].(time.Time); isTime && v.Kind == yaml.ScalarNode {
-					bi.Rows[r][k.Value] = v.Value
-				}
-			}
-		}
-	}
 }
 
 // checkKnownFields walks a mapping node against the yaml tags of struct type t

@@ -8,6 +8,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/refit-dev/refit/sqlstate"
 )
 
 // Facts are what the database says about the tables a migration touches.
@@ -21,6 +23,30 @@ type Facts struct {
 	// A STABLE default such as now() is not volatile: PostgreSQL evaluates it
 	// once and stores it as the column's missing value, without a rewrite.
 	VolatileDefault map[int]bool `json:"volatile_default"`
+	// Aliases maps a table as written in the file ("users") to the key of
+	// its facts, the name the database resolved it to ("public.users"), so
+	// two spellings of one table are one table.
+	Aliases map[string]string `json:"aliases,omitempty"`
+}
+
+// Table returns the facts of a table as written or as resolved (nil if the
+// migration does not touch it, or f is nil).
+func (f *Facts) Table(t TableName) *TableFacts {
+	if f == nil {
+		return nil
+	}
+	if tf := f.Tables[t.String()]; tf != nil {
+		return tf
+	}
+	if key, ok := f.Aliases[t.String()]; ok {
+		return f.Tables[key]
+	}
+	for _, tf := range f.Tables { // facts stored before aliases existed
+		if tf.Name == t {
+			return tf
+		}
+	}
+	return nil
 }
 
 // TableFacts describes one existing table.
@@ -48,7 +74,7 @@ type KeyColumn struct {
 // of each table's shape (CREATE TEMP TABLE … (LIKE t)), so the only lock it
 // takes on an application table is ACCESS SHARE.
 func Inspect(ctx context.Context, conn *pgx.Conn, m *Migration) (facts *Facts, err error) {
-	facts = &Facts{Tables: map[string]*TableFacts{}, VolatileDefault: map[int]bool{}}
+	facts = &Facts{Tables: map[string]*TableFacts{}, VolatileDefault: map[int]bool{}, Aliases: map[string]string{}}
 	if err := conn.QueryRow(ctx, "SELECT current_setting('server_version_num')::int").Scan(&facts.ServerVersion); err != nil {
 		return nil, fmt.Errorf("read server version: %w", err)
 	}
@@ -66,25 +92,31 @@ func Inspect(ctx context.Context, conn *pgx.Conn, m *Migration) (facts *Facts, e
 	}
 	in := &inspector{tx: tx, m: m, facts: facts, shadows: map[string]string{}, attrs: map[string]map[string]attrInfo{}}
 	for i, op := range m.Operations {
-		if err := in.check(ctx, i, op); err != nil {
+		if err := op.inspect(ctx, in, i); err != nil {
 			return nil, err
 		}
 	}
-	if err := in.checkContractSQL(ctx); err != nil {
-		return nil, err
+	// Operations that run after all others (contract-phase sql) are
+	// checked after all others.
+	for i, op := range m.Operations {
+		if late, ok := op.(lateInspector); ok {
+			if err := late.inspectLate(ctx, in, i); err != nil {
+				return nil, err
+			}
+		}
 	}
 	// Every table that will be backfilled needs a key to paginate on.
-	for i, op := range m.Operations {
-		ac, ok := op.(*AddColumn)
-		if !ok || (ac.Up == "" && !facts.VolatileDefault[i]) {
-			continue
-		}
-		tf := facts.Tables[ac.Table.String()]
-		if len(tf.Key) == 0 {
-			return nil, m.OpError(i, "table", "table %s has no primary key and no unique index over NOT NULL columns: refit cannot backfill it in batches (add a primary key first)", ac.Table)
+	for _, b := range BuildPlan(m, facts).Backfills {
+		if tf := facts.Table(b.Table); tf == nil || len(tf.Key) == 0 {
+			return nil, m.OpError(b.Op, "table", "table %s has no primary key and no unique index over NOT NULL columns: refit cannot backfill it in batches (add a primary key first)", b.Table)
 		}
 	}
 	return facts, nil
+}
+
+// lateInspector is implemented by operations checked after every other one.
+type lateInspector interface {
+	inspectLate(ctx context.Context, in *inspector, i int) error
 }
 
 type inspector struct {
@@ -102,192 +134,6 @@ type attrInfo struct {
 	identityAlways bool // GENERATED ALWAYS AS IDENTITY: needs OVERRIDING SYSTEM VALUE
 	filled         bool // has a default, is an identity or generated: may be omitted
 	notNull        bool
-}
-
-func (in *inspector) check(ctx context.Context, i int, op Operation) error {
-	switch o := op.(type) {
-	case *CreateEnum:
-		var exists bool
-		if err := in.tx.QueryRow(ctx, "SELECT to_regtype($1) IS NOT NULL", quoteQualified(o.Name)).Scan(&exists); err != nil {
-			return in.dbErr(i, "name", err)
-		}
-		if exists {
-			return in.m.OpError(i, "name", "type %s already exists", o.Name)
-		}
-		vals := make([]string, len(o.Values))
-		for j, v := range o.Values {
-			vals[j] = QuoteLiteral(v)
-		}
-		// Created inside the rolled-back transaction so later operations can use it.
-		if err := in.exec(ctx, fmt.Sprintf("CREATE TYPE %s AS ENUM (%s)", quoteQualified(o.Name), strings.Join(vals, ", "))); err != nil {
-			return in.dbErr(i, "name", err)
-		}
-
-	case *AddColumn:
-		tf, shadow, err := in.table(ctx, i, o.Table)
-		if err != nil {
-			return err
-		}
-		if _, exists := tf.Columns[o.Column.Name]; exists {
-			return in.m.OpError(i, "column.name", "column %q already exists in %s", o.Column.Name, o.Table)
-		}
-		// Prepared first: the extended protocol refuses more than one
-		// statement, so the text is known to be one type name before it is
-		// spliced into the statements run below.
-		if err := in.probe(ctx, fmt.Sprintf("SELECT CAST(NULL AS %s)", o.Column.Type)); err != nil {
-			return in.dbErr(i, "column.type", err)
-		}
-		// Later operations (indexes, other expressions) may use the new column.
-		col := QuoteIdent(o.Column.Name)
-		if err := in.exec(ctx, fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s %s", shadow, col, o.Column.Type)); err != nil {
-			return in.dbErr(i, "column.type", err)
-		}
-		tf.Columns[o.Column.Name] = o.Column.Type
-		if o.Column.Default != "" {
-			if err := in.probe(ctx, fmt.Sprintf("SELECT CAST((\n%s\n) AS %s)", o.Column.Default, o.Column.Type)); err != nil {
-				return in.dbErr(i, "column.default", err)
-			}
-			volatile, err := in.volatileDefault(ctx, o)
-			if err != nil {
-				return in.dbErr(i, "column.default", err)
-			}
-			in.facts.VolatileDefault[i] = volatile
-		}
-		// The backfill's own statement (backfill.update): assignment rules,
-		// not an explicit CAST, decide whether the expression fits the
-		// column, and the IS DISTINCT FROM guard needs an equality operator.
-		field, set := "up", ColumnSet{Column: o.Column.Name, Expr: o.Up}
-		if o.Up == "" && in.facts.VolatileDefault[i] {
-			field, set = "column.default", ColumnSet{Column: o.Column.Name, Expr: o.Column.Default, Fill: true}
-		}
-		if set.Expr != "" {
-			if err := in.probe(ctx, RecomputeSQL(shadow+" AS "+QuoteIdent(o.Table.Name), []ColumnSet{set}, "true")); err != nil {
-				return in.dbErr(i, field, err)
-			}
-		}
-
-	case *DropColumn:
-		tf, _, err := in.table(ctx, i, o.Table)
-		if err != nil {
-			return err
-		}
-		if _, exists := tf.Columns[o.Column]; !exists {
-			return in.m.OpError(i, "column", "column %q does not exist in %s", o.Column, o.Table)
-		}
-		for _, k := range tf.Key {
-			if k.Name == o.Column {
-				return in.m.OpError(i, "column", "column %q is part of the key of %s", o.Column, o.Table)
-			}
-		}
-
-	case *CreateIndex:
-		tf, shadow, err := in.table(ctx, i, o.Table)
-		if err != nil {
-			return err
-		}
-		for j, c := range o.Columns {
-			if _, ok := tf.Columns[c]; !ok {
-				return in.m.OpError(i, fmt.Sprintf("columns[%d]", j), "column %q does not exist in %s", c, o.Table)
-			}
-		}
-		idx := QuoteIdent(o.Name)
-		if tf.Name.Schema != "" {
-			idx = QuoteIdent(tf.Name.Schema) + "." + idx
-		}
-		var exists bool
-		if err := in.tx.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", idx).Scan(&exists); err != nil {
-			return in.dbErr(i, "name", err)
-		}
-		if exists {
-			return in.m.OpError(i, "name", "a relation named %s already exists", o.Name)
-		}
-		if o.Method != "" {
-			var ok bool
-			if err := in.tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_am WHERE amname = $1 AND amtype = 'i')", o.Method).Scan(&ok); err != nil {
-				return in.dbErr(i, "method", err)
-			}
-			if !ok {
-				return in.m.OpError(i, "method", "unknown index method %q", o.Method)
-			}
-		}
-		if o.Where != "" {
-			if err := in.probe(ctx, fmt.Sprintf("SELECT 1 FROM %s AS %s WHERE (\n%s\n) LIMIT 0", shadow, QuoteIdent(o.Table.Name), o.Where)); err != nil {
-				return in.dbErr(i, "where", err)
-			}
-		}
-		// The same index on the (empty) shadow: the method, the operator
-		// classes of the columns' types, and a predicate's immutability are
-		// checked now rather than after the backfill. The predicate was
-		// prepared above, so it is known to be one expression.
-		if err := in.exec(ctx, o.createSQL("", shadow)); err != nil {
-			var pgErr *pgconn.PgError
-			field := "columns"
-			switch {
-			case o.Where != "" && errors.As(err, &pgErr) && pgErr.Code == "42P17": // invalid_object_definition
-				field = "where"
-			case o.Method != "":
-				field = "method"
-			}
-			return in.dbErr(i, field, err)
-		}
-
-	case *BulkInsert:
-		tf, shadow, err := in.table(ctx, i, o.Table)
-		if err != nil {
-			return err
-		}
-		attrs := in.attrs[o.Table.String()]
-		for _, c := range o.ColumnNames() {
-			if _, ok := tf.Columns[c]; !ok {
-				return in.m.OpError(i, "rows", "column %q does not exist in %s", c, o.Table)
-			}
-		}
-		for n, r := range o.Rows {
-			for _, c := range sortedKeys(r) {
-				switch a := attrs[c]; {
-				case a.generated:
-					return in.m.OpError(i, fmt.Sprintf("rows[%d].%s", n, c), "column %q is a generated column: it cannot be given a value", c)
-				case a.identityAlways:
-					return in.m.OpError(i, fmt.Sprintf("rows[%d].%s", n, c), "column %q is GENERATED ALWAYS AS IDENTITY: leave it out and let the database number the rows", c)
-				}
-			}
-		}
-		// The real statement against the shadow table: checks every value
-		// converts and every NOT NULL / CHECK constraint holds.
-		for start := 0; start < len(o.Rows); start += bulkChunk {
-			end := min(start+bulkChunk, len(o.Rows))
-			sql, args := bulkInsertSQL(shadow, o.ColumnNames(), o.Rows[start:end], tf)
-			err := in.probeRows(ctx, sql, args)
-			if err == nil {
-				continue
-			}
-			if !isContentError(err) {
-				return in.dbErr(i, fmt.Sprintf("rows[%d..%d]", start, end-1), err)
-			}
-			return in.badRow(ctx, i, o, shadow, tf, start, end, err)
-		}
-	case *SQL:
-		if o.Phase == "contract" {
-			return nil // checked after every operation (Inspect), as it runs
-		}
-		// up stays in effect (rolled back with the inspection) so later
-		// operations see what it created; down is checked on top of it and
-		// undone, so an abort's undo step is known to work.
-		if ok, err := in.checkSQL(ctx, i, "up", o.Up); err != nil || !ok || o.Down == "" {
-			return err
-		}
-		err := in.savepoint(ctx, func() error {
-			if _, err := in.checkSQL(ctx, i, "down", o.Down); err != nil {
-				return err
-			}
-			return errRollbackProbe
-		})
-		if errors.Is(err, errRollbackProbe) {
-			return nil
-		}
-		return err
-	}
-	return nil
 }
 
 // errRollbackProbe makes savepoint undo a probe that succeeded.
@@ -328,14 +174,15 @@ func (in *inspector) checkSQL(ctx context.Context, i int, field, text string) (o
 			return err
 		})
 		var pgErr *pgconn.PgError
+		errors.As(err, &pgErr)
 		switch {
 		case err == nil:
 			continue
-		case errors.As(err, &pgErr) && (pgErr.Code == "25001" || pgErr.Code == "55P03" || pgErr.Code == "57014"):
+		case sqlstate.Is(err, sqlstate.ActiveSQLTransaction, sqlstate.LockNotAvailable, sqlstate.QueryCanceled):
 			// cannot run inside a transaction block, lock not available,
 			// statement timeout: not checkable here.
 			return false, nil
-		case isContentError(err):
+		case sqlstate.Content(err):
 			where := ""
 			if len(stmts) > 1 {
 				where = fmt.Sprintf("statement %d of %d (%s): ", n+1, len(stmts), oneLineSQL(st))
@@ -372,10 +219,11 @@ func oneLineSQL(s string) string {
 }
 
 // table resolves a table, records its facts and creates its shadow copy.
+// Facts, shadow and attributes are keyed by the resolved name: every
+// spelling of one table shares them.
 func (in *inspector) table(ctx context.Context, i int, t TableName) (*TableFacts, string, error) {
-	key := t.String()
-	if tf, ok := in.facts.Tables[key]; ok {
-		return tf, in.shadows[key], nil
+	if key, ok := in.facts.Aliases[t.String()]; ok {
+		return in.facts.Tables[key], in.shadows[key], nil
 	}
 	var oid uint32
 	var schema, name, replIdent, kind string
@@ -403,6 +251,11 @@ func (in *inspector) table(ctx context.Context, i int, t TableName) (*TableFacts
 		return nil, "", in.m.OpError(i, "table", "table %s inherits from %s (a partition or an inheritance child): refit does not change such tables yet; change the parent with a plain migration instead", t, *parent)
 	case child != nil:
 		return nil, "", in.m.OpError(i, "table", "table %s has inheritance children (e.g. %s): refit does not change such tables yet", t, *child)
+	}
+	key := TableName{Schema: schema, Name: name}.String()
+	in.facts.Aliases[t.String()] = key
+	if tf, ok := in.facts.Tables[key]; ok {
+		return tf, in.shadows[key], nil
 	}
 	tf := &TableFacts{Name: TableName{Schema: schema, Name: name}, Columns: map[string]string{}, ReplicaIdentity: replIdent}
 	attrs := map[string]attrInfo{}
@@ -440,7 +293,7 @@ func (in *inspector) table(ctx context.Context, i int, t TableName) (*TableFacts
 	// bulk_insert row may leave them out.
 	in.nshadow++
 	shadow := fmt.Sprintf("pg_temp.refit_shadow_%d", in.nshadow)
-	if err := in.exec(ctx, fmt.Sprintf("CREATE TEMP TABLE refit_shadow_%d (LIKE %s INCLUDING CONSTRAINTS) ON COMMIT DROP", in.nshadow, t.Quoted())); err != nil {
+	if err := in.exec(ctx, fmt.Sprintf("CREATE TEMP TABLE refit_shadow_%d (LIKE %s INCLUDING CONSTRAINTS) ON COMMIT DROP", in.nshadow, TableName{Schema: schema, Name: name}.Quoted())); err != nil {
 		return nil, "", in.dbErr(i, "table", err)
 	}
 	if len(filledNotNull) > 0 {
@@ -456,6 +309,11 @@ func (in *inspector) table(ctx context.Context, i int, t TableName) (*TableFacts
 	in.shadows[key] = shadow
 	in.attrs[key] = attrs
 	return tf, shadow, nil
+}
+
+// columnAttrs returns what bulk_insert needs to know of a table's columns.
+func (in *inspector) columnAttrs(tf *TableFacts) map[string]attrInfo {
+	return in.attrs[tf.Name.String()]
 }
 
 // TableKey returns the columns to paginate a table on: its primary key, or
@@ -513,13 +371,13 @@ func tableKey(ctx context.Context, q Querier, oid uint32) ([]KeyColumn, error) {
 // volatileDefault asks PostgreSQL itself: a non-volatile default added to a
 // table is stored as the column's "missing" value (atthasmissing); a volatile
 // one is not (it would rewrite the table). Probed on a temp table.
-func (in *inspector) volatileDefault(ctx context.Context, o *AddColumn) (bool, error) {
+func (in *inspector) volatileDefault(ctx context.Context, typ, def string) (bool, error) {
 	in.nshadow++
 	probe := fmt.Sprintf("refit_probe_%d", in.nshadow)
 	if err := in.exec(ctx, fmt.Sprintf("CREATE TEMP TABLE %s (x int) ON COMMIT DROP", probe)); err != nil {
 		return false, err
 	}
-	if err := in.exec(ctx, fmt.Sprintf("ALTER TABLE pg_temp.%s ADD COLUMN c %s DEFAULT (%s)", probe, o.Column.Type, o.Column.Default)); err != nil {
+	if err := in.exec(ctx, fmt.Sprintf("ALTER TABLE pg_temp.%s ADD COLUMN c %s DEFAULT (%s)", probe, typ, def)); err != nil {
 		return false, err
 	}
 	var hasMissing bool
@@ -569,33 +427,10 @@ func (in *inspector) savepoint(ctx context.Context, f func() error) error {
 // plain wrapped error, so callers do not reject a good migration for it.
 func (in *inspector) dbErr(i int, field string, err error) error {
 	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && isContentError(err) {
+	if errors.As(err, &pgErr) && sqlstate.Content(err) {
 		return in.m.OpError(i, field, "%s (SQLSTATE %s)", pgErr.Message, pgErr.Code)
 	}
 	return fmt.Errorf("inspect %s: operations[%d] (%s) field %q: %w", in.m.File, i, in.m.Operations[i].Kind(), field, err)
-}
-
-// isContentError reports whether err is a server error caused by the text
-// or values of the statement (by SQLSTATE class), rather than by the state
-// of the server or the connection.
-func isContentError(err error) bool {
-	var pgErr *pgconn.PgError
-	if !errors.As(err, &pgErr) || len(pgErr.Code) < 2 {
-		return false
-	}
-	switch pgErr.Code[:2] {
-	case "0A", // feature not supported
-		"21", // cardinality violation
-		"22", // data exception
-		"23", // integrity constraint violation
-		"2B", // dependent privilege descriptors still exist
-		"3F", // invalid schema name
-		"42", // syntax error or access rule violation
-		"44", // WITH CHECK OPTION violation
-		"54": // program limit exceeded
-		return true
-	}
-	return false
 }
 
 // probeRows runs a statement against shadow tables and undoes it.
@@ -608,33 +443,4 @@ func (in *inspector) probeRows(ctx context.Context, sql string, args []any) erro
 		return errors.Join(err, rbErr)
 	}
 	return err
-}
-
-// badRow narrows a failed bulk_insert chunk down to its first bad row and,
-// where a value does not convert to its column's type, to that value.
-func (in *inspector) badRow(ctx context.Context, i int, o *BulkInsert, shadow string, tf *TableFacts, start, end int, chunkErr error) error {
-	cols := o.ColumnNames()
-	for n := start; n < end; n++ {
-		r := o.Rows[n]
-		sql, args := bulkInsertSQL(shadow, cols, o.Rows[n:n+1], tf)
-		rowErr := in.probeRows(ctx, sql, args)
-		if rowErr == nil {
-			continue
-		}
-		if !isContentError(rowErr) {
-			return in.dbErr(i, fmt.Sprintf("rows[%d]", n), rowErr)
-		}
-		for _, c := range sortedKeys(r) {
-			if r[c] == nil {
-				continue
-			}
-			err := in.probeRows(ctx, fmt.Sprintf("SELECT CAST($1::text AS %s)", tf.Columns[c]), []any{scalarText(r[c])})
-			if err != nil && isContentError(err) {
-				return in.dbErr(i, fmt.Sprintf("rows[%d].%s", n, c), err)
-			}
-		}
-		return in.dbErr(i, fmt.Sprintf("rows[%d]", n), rowErr)
-	}
-	// Each row is fine alone: the rows conflict with each other.
-	return in.dbErr(i, fmt.Sprintf("rows[%d..%d]", start, end-1), chunkErr)
 }

@@ -306,7 +306,7 @@ func TestInspectExample(t *testing.T) {
 	if facts.ServerVersion < 130000 {
 		t.Errorf("ServerVersion = %d", facts.ServerVersion)
 	}
-	users := facts.Tables["users"]
+	users := facts.Table(migration.ParseTableName("users"))
 	if users == nil {
 		t.Fatalf("no facts for users: %+v", facts.Tables)
 	}
@@ -395,7 +395,7 @@ func TestInspectKeys(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := facts.Tables[tt.table].Key; !reflect.DeepEqual(got, tt.key) {
+			if got := facts.Table(migration.ParseTableName(tt.table)).Key; !reflect.DeepEqual(got, tt.key) {
 				t.Errorf("Inspect key = %+v, want %+v", got, tt.key)
 			}
 			got, err := migration.TableKey(context.Background(), conn, migration.ParseTableName(tt.table))
@@ -461,12 +461,12 @@ operations:
 	if after := snapshot(t, conn); after != before {
 		t.Errorf("the database changed:\nbefore %s\nafter  %s", before, after)
 	}
-	plans := facts.Tables["plans"]
+	plans := facts.Table(migration.ParseTableName("plans"))
 	if plans.Columns["tier"] != `"Plan Tier"` || plans.Columns["price"] != "numeric(10,2)" {
 		t.Errorf("plans columns = %v", plans.Columns)
 	}
 	for _, table := range []string{"plans", "Order Items", "users", "events", "composite"} {
-		if facts.Tables[table] == nil {
+		if facts.Table(migration.ParseTableName(table)) == nil {
 			t.Errorf("no facts for %s", table)
 		}
 	}

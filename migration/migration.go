@@ -151,33 +151,17 @@ func (m *Migration) Validate() error {
 	if len(m.Operations) == 0 {
 		return &Error{File: m.File, Op: -1, Field: "operations", Msg: "at least one operation is required"}
 	}
-	type colKey struct{ table, column string }
-	seenCol := map[colKey]int{}
-	seenIndex := map[TableName]int{} // index names are unique per schema
-	seenType := map[TableName]int{}
+	seen := map[[2]string]int{} // {kind, key} → operation
 	for i, op := range m.Operations {
 		if err := op.validate(); err != nil {
 			return m.opError(i, err)
 		}
-		switch o := op.(type) {
-		case *AddColumn:
-			key := colKey{o.Table.String(), o.Column.Name}
-			if j, dup := seenCol[key]; dup {
-				return m.opError(i, fieldErr("column.name", "column %q is also added by operations[%d]", o.Column.Name, j))
+		for _, obj := range op.creates() {
+			k := [2]string{obj.kind, obj.key}
+			if j, dup := seen[k]; dup {
+				return m.opError(i, fieldErr(obj.field, "%s %q is also created by operations[%d]", obj.kind, obj.name, j))
 			}
-			seenCol[key] = i
-		case *CreateIndex:
-			key := TableName{Schema: o.Table.Schema, Name: o.Name}
-			if j, dup := seenIndex[key]; dup {
-				return m.opError(i, fieldErr("name", "index %q is also created by operations[%d]", o.Name, j))
-			}
-			seenIndex[key] = i
-		case *CreateEnum:
-			key := ParseTableName(o.Name)
-			if j, dup := seenType[key]; dup {
-				return m.opError(i, fieldErr("name", "type %q is also created by operations[%d]", o.Name, j))
-			}
-			seenType[key] = i
+			seen[k] = i
 		}
 	}
 	return nil

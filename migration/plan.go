@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
-	"strings"
 	"unicode/utf8"
 )
 
@@ -59,6 +58,10 @@ type Step struct {
 	// Requires is, for rollback steps, the forward step index (expand steps,
 	// then post-backfill steps) whose effect this step undoes.
 	Requires int
+	// BreaksSync marks a contract step after which the sync cannot run (it
+	// drops what the up expressions read, or is arbitrary SQL): the stream is
+	// drained and stopped before it and never restarted after it.
+	BreaksSync bool
 }
 
 // ColumnSet is one "column = expression" of a backfill.
@@ -73,8 +76,9 @@ type ColumnSet struct {
 
 // Backfill fills new columns of one table from expressions over the row.
 type Backfill struct {
-	Table TableName
+	Table TableName // as the database resolved it, when planned with facts
 	Sets  []ColumnSet
+	Op    int // the first operation that backfills the table
 }
 
 // Plan is everything a migration will run, per stage.
@@ -111,147 +115,118 @@ const (
 // printed without a database); then defaults are assumed non-volatile and
 // bulk inserts cannot be rolled back by key.
 func BuildPlan(m *Migration, facts *Facts) *Plan {
-	p := &Plan{}
-	backfills := map[string]*Backfill{}
-	var order []string
+	b := &planBuilder{p: &Plan{}, facts: facts, backfills: map[string]*Backfill{}}
+	for i, op := range m.Operations {
+		b.op, b.kind = i, op.Kind()
+		op.plan(b)
+	}
+	return b.finish()
+}
+
+// planBuilder collects the steps operations contribute, stage by stage.
+// Each operation adds its steps in file order; the builder numbers them,
+// ties every undo step to the forward step it undoes, and orders the stages.
+type planBuilder struct {
+	p     *Plan
+	facts *Facts
+	op    int    // the operation being planned
+	kind  string // its kind
+
+	backfills map[string]*Backfill
+	order     []string
 	// Constraint enforcement runs first at contract, before any drop or
 	// contract-phase sql, so that the sync can keep running (and re-drain
 	// after a late write) until everything it reads is still there.
-	var enforce []Step
-	var rollback []Step
-	addBackfill := func(t TableName, set ColumnSet) {
-		key := t.String()
-		b := backfills[key]
-		if b == nil {
-			b = &Backfill{Table: t}
-			backfills[key] = b
-			order = append(order, key)
-		}
-		b.Sets = append(b.Sets, set)
+	enforceSteps []Step
+	rollback     []Step
+	postRollback []postStep
+}
+
+type postStep struct {
+	post int
+	step Step
+}
+
+func (b *planBuilder) stamp(s Step) Step {
+	s.Op, s.Kind = b.op, b.kind
+	return s
+}
+
+// expand adds an expand step and the steps that undo it on abort.
+func (b *planBuilder) expand(s Step, undo ...Step) {
+	b.p.Expand = append(b.p.Expand, b.stamp(s))
+	for _, u := range undo {
+		u = b.stamp(u)
+		u.Requires = len(b.p.Expand) - 1
+		b.rollback = append(b.rollback, u)
 	}
-	type postStep struct {
-		post int
-		step Step
+}
+
+// postBackfill adds a step that runs after the backfill (index builds) and
+// the steps that undo it on abort.
+func (b *planBuilder) postBackfill(s Step, undo ...Step) {
+	b.p.PostBackfill = append(b.p.PostBackfill, b.stamp(s))
+	for _, u := range undo {
+		b.postRollback = append(b.postRollback, postStep{post: len(b.p.PostBackfill) - 1, step: b.stamp(u)})
 	}
-	var postRollback []postStep
+}
 
-	for i, op := range m.Operations {
-		switch o := op.(type) {
-		case *CreateEnum:
-			vals := make([]string, len(o.Values))
-			for j, v := range o.Values {
-				vals[j] = QuoteLiteral(v)
-			}
-			p.Expand = append(p.Expand, Step{Op: i, Kind: o.Kind(), Transactional: true,
-				Description: "create enum type " + o.Name,
-				SQL:         fmt.Sprintf("CREATE TYPE %s AS ENUM (%s)", quoteQualified(o.Name), strings.Join(vals, ", ")),
-				Lock:        lockNone, Cost: "catalog only"})
-			rollback = append(rollback, Step{Op: i, Kind: o.Kind(), Transactional: true, Requires: len(p.Expand) - 1,
-				Description: "drop enum type " + o.Name,
-				SQL:         fmt.Sprintf("DROP TYPE IF EXISTS %s", quoteQualified(o.Name)),
-				Lock:        lockNone, Cost: "catalog only"})
-
-		case *AddColumn:
-			t := o.Table
-			col := QuoteIdent(o.Column.Name)
-			volatile := facts != nil && facts.VolatileDefault[i]
-			def := ""
-			if o.Column.Default != "" && !volatile {
-				// Parenthesized: the default stays one expression even if it
-				// reads like a column constraint ("1 NOT NULL").
-				def = " DEFAULT (" + o.Column.Default + ")"
-			}
-			cost := "metadata only (no rewrite)"
-			p.Expand = append(p.Expand, Step{Op: i, Kind: o.Kind(), Transactional: true, Table: t,
-				Description: fmt.Sprintf("add column %s.%s (nullable during the window)", t, o.Column.Name),
-				SQL:         fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s %s%s", t.Quoted(), col, o.Column.Type, def),
-				Lock:        lockAccessExclusive, Cost: cost})
-			added := len(p.Expand) - 1
-			if volatile {
-				p.Expand = append(p.Expand, Step{Op: i, Kind: o.Kind(), Transactional: true, Table: t,
-					Description: fmt.Sprintf("set volatile default of %s.%s for new rows (existing rows are backfilled)", t, o.Column.Name),
-					SQL:         fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s SET DEFAULT (%s)", t.Quoted(), col, o.Column.Default),
-					Lock:        lockAccessExclusive, Cost: "metadata only"})
-			}
-			rollback = append(rollback, Step{Op: i, Kind: o.Kind(), Transactional: true, Table: t, Requires: added,
-				Description: fmt.Sprintf("drop column %s.%s", t, o.Column.Name),
-				SQL:         fmt.Sprintf("ALTER TABLE %s DROP COLUMN IF EXISTS %s", t.Quoted(), col),
-				Lock:        lockAccessExclusive, Cost: "metadata only (no rewrite)"})
-			switch {
-			case o.Up != "":
-				addBackfill(t, ColumnSet{Column: o.Column.Name, Expr: o.Up})
-			case volatile:
-				// Not a function of the row: fill the existing rows once,
-				// leave every row the application writes alone.
-				addBackfill(t, ColumnSet{Column: o.Column.Name, Expr: o.Column.Default, Fill: true})
-			}
-			if !o.Column.IsNullable() {
-				enforce = append(enforce, notNullSteps(i, o.Kind(), t, o.Column.Name)...)
-			}
-
-		case *DropColumn:
-			p.Contract = append(p.Contract, Step{Op: i, Kind: o.Kind(), Transactional: true, Table: o.Table,
-				Description: fmt.Sprintf("drop column %s.%s", o.Table, o.Column),
-				SQL:         fmt.Sprintf("ALTER TABLE %s DROP COLUMN IF EXISTS %s", o.Table.Quoted(), QuoteIdent(o.Column)),
-				Lock:        lockAccessExclusive, Cost: "metadata only (space reclaimed by later rewrites)"})
-
-		case *CreateIndex:
-			idx := QuoteIdent(o.Name)
-			if o.Table.Schema != "" {
-				idx = QuoteIdent(o.Table.Schema) + "." + idx
-			}
-			p.PostBackfill = append(p.PostBackfill, Step{Op: i, Kind: o.Kind(), Table: o.Table, LongRunning: true,
-				Description: fmt.Sprintf("build index %s on %s concurrently", o.Name, o.Table),
-				SQL:         o.createSQL("CONCURRENTLY "+QuoteIdent(o.Name), o.Table.Quoted()), Index: idx,
-				Lock: lockShareUpdateExcl, Cost: "scans the table (outside any transaction)"})
-			postRollback = append(postRollback, postStep{post: len(p.PostBackfill) - 1, step: Step{Op: i, Kind: o.Kind(), Table: o.Table,
-				Description: "drop index " + o.Name,
-				SQL:         "DROP INDEX CONCURRENTLY IF EXISTS " + idx,
-				Lock:        lockShareUpdateExcl, Cost: "catalog only (outside any transaction)"}})
-
-		case *SQL:
-			s := Step{Op: i, Kind: o.Kind(), Transactional: o.InTransaction(),
-				Description: "run sql (" + o.Phase + ")", SQL: o.Up,
-				Lock: "whatever the statement takes", Cost: "unknown (escape hatch)", LongRunning: true}
-			if o.Phase == "contract" {
-				p.Contract = append(p.Contract, s)
-				continue
-			}
-			p.Expand = append(p.Expand, s)
-			if o.Down != "" {
-				rollback = append(rollback, Step{Op: i, Kind: o.Kind(), Transactional: o.InTransaction(), Requires: len(p.Expand) - 1,
-					Description: "run sql down", SQL: o.Down,
-					Lock: "whatever the statement takes", Cost: "unknown (escape hatch)", LongRunning: true})
-			}
-
-		case *BulkInsert:
-			cols := o.ColumnNames()
-			var tf *TableFacts
-			if facts != nil {
-				tf = facts.Tables[o.Table.String()]
-			}
-			for start := 0; start < len(o.Rows); start += bulkChunk {
-				end := min(start+bulkChunk, len(o.Rows))
-				sql, args := bulkInsertSQL(o.Table.Quoted(), cols, o.Rows[start:end], tf)
-				p.Expand = append(p.Expand, Step{Op: i, Kind: o.Kind(), Transactional: true, Table: o.Table,
-					Description: fmt.Sprintf("insert rows %d..%d into %s", start, end-1, o.Table),
-					SQL:         sql, Args: args,
-					Lock: lockRowExclusive, Cost: fmt.Sprintf("inserts %d rows", end-start)})
-				if del, dargs, ok := bulkDeleteSQL(o.Table, o.Rows[start:end], tf); ok {
-					rollback = append(rollback, Step{Op: i, Kind: o.Kind(), Transactional: true, Table: o.Table, Requires: len(p.Expand) - 1,
-						Description: fmt.Sprintf("delete seeded rows %d..%d from %s by key", start, end-1, o.Table),
-						SQL:         del, Args: dargs,
-						Lock: lockRowExclusive, Cost: fmt.Sprintf("deletes up to %d rows", end-start)})
-				}
-			}
-		}
+// enforce adds contract steps that enforce constraints; they run before
+// every other contract step.
+func (b *planBuilder) enforce(steps ...Step) {
+	for _, s := range steps {
+		b.enforceSteps = append(b.enforceSteps, b.stamp(s))
 	}
-	for _, key := range order {
-		p.Backfills = append(p.Backfills, *backfills[key])
+}
+
+// contract adds contract steps (drops, contract-phase sql), in file order.
+func (b *planBuilder) contract(steps ...Step) {
+	for _, s := range steps {
+		b.p.Contract = append(b.p.Contract, b.stamp(s))
 	}
-	p.Contract = append(enforce, p.Contract...)
+}
+
+// backfill adds a column set to the backfill of a table. Several
+// operations on one table share one pass.
+func (b *planBuilder) backfill(t TableName, set ColumnSet) {
+	t = b.table(t)
+	key := t.String()
+	bf := b.backfills[key]
+	if bf == nil {
+		bf = &Backfill{Table: t, Op: b.op}
+		b.backfills[key] = bf
+		b.order = append(b.order, key)
+	}
+	bf.Sets = append(bf.Sets, set)
+}
+
+// table resolves a table as written to the name the database gave it, so
+// `users` and `public.users` are one table; without facts it is as written.
+func (b *planBuilder) table(t TableName) TableName {
+	if tf := b.facts.Table(t); tf != nil && tf.Name.Name != "" {
+		return tf.Name
+	}
+	return t
+}
+
+// tableFacts returns what the database said of a table (nil without facts).
+func (b *planBuilder) tableFacts(t TableName) *TableFacts { return b.facts.Table(t) }
+
+// volatileDefault reports whether the current operation's default is
+// volatile (false without facts).
+func (b *planBuilder) volatileDefault() bool {
+	return b.facts != nil && b.facts.VolatileDefault[b.op]
+}
+
+func (b *planBuilder) finish() *Plan {
+	p := b.p
+	for _, key := range b.order {
+		p.Backfills = append(p.Backfills, *b.backfills[key])
+	}
+	p.Contract = append(b.enforceSteps, p.Contract...)
 	// Post-backfill steps follow the expand steps in forward order.
-	for _, ps := range postRollback {
+	rollback := b.rollback
+	for _, ps := range b.postRollback {
 		ps.step.Requires = len(p.Expand) + ps.post
 		rollback = append(rollback, ps.step)
 	}
@@ -261,152 +236,27 @@ func BuildPlan(m *Migration, facts *Facts) *Plan {
 	return p
 }
 
-// createSQL renders CREATE [UNIQUE] INDEX <name> ON <target> …; name may
-// be empty (the server picks one) or carry CONCURRENTLY.
-func (o *CreateIndex) createSQL(name, target string) string {
-	cols := make([]string, len(o.Columns))
-	for j, c := range o.Columns {
-		cols[j] = QuoteIdent(c)
-	}
-	var b strings.Builder
-	b.WriteString("CREATE ")
-	if o.Unique {
-		b.WriteString("UNIQUE ")
-	}
-	b.WriteString("INDEX ")
-	if name != "" {
-		b.WriteString(name + " ")
-	}
-	b.WriteString("ON " + target)
-	if o.Method != "" {
-		b.WriteString(" USING " + o.Method)
-	}
-	b.WriteString(" (" + strings.Join(cols, ", ") + ")")
-	if o.Where != "" {
-		b.WriteString(" WHERE (" + o.Where + ")")
-	}
-	return b.String()
-}
-
-const bulkChunk = 500
-
-func bulkInsertSQL(target string, cols []string, rows []map[string]any, tf *TableFacts) (string, []any) {
-	var b strings.Builder
-	qcols := make([]string, len(cols))
-	for i, c := range cols {
-		qcols[i] = QuoteIdent(c)
-	}
-	fmt.Fprintf(&b, "INSERT INTO %s (%s) VALUES ", target, strings.Join(qcols, ", "))
-	var args []any
-	for ri, r := range rows {
-		if ri > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString("(")
-		for ci, c := range cols {
-			if ci > 0 {
-				b.WriteString(", ")
-			}
-			v, ok := r[c]
-			if !ok {
-				b.WriteString("DEFAULT")
-				continue
-			}
-			args = append(args, scalarText(v))
-			b.WriteString(paramWithCast(len(args), c, tf))
-		}
-		b.WriteString(")")
-	}
-	return b.String(), args
-}
-
-func bulkDeleteSQL(t TableName, rows []map[string]any, tf *TableFacts) (string, []any, bool) {
-	if tf == nil || len(tf.Key) == 0 {
-		return "", nil, false
-	}
-	for _, r := range rows {
-		for _, k := range tf.Key {
-			if v, ok := r[k.Name]; !ok || v == nil {
-				return "", nil, false
-			}
-		}
-	}
-	keyCols := make([]string, len(tf.Key))
-	for i, k := range tf.Key {
-		keyCols[i] = QuoteIdent(k.Name)
-	}
-	var b strings.Builder
-	var args []any
-	fmt.Fprintf(&b, "DELETE FROM %s WHERE (%s) IN (", t.Quoted(), strings.Join(keyCols, ", "))
-	for ri, r := range rows {
-		if ri > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString("(")
-		for ki, k := range tf.Key {
-			if ki > 0 {
-				b.WriteString(", ")
-			}
-			args = append(args, scalarText(r[k.Name]))
-			b.WriteString(paramWithCast(len(args), k.Name, tf))
-		}
-		b.WriteString(")")
-	}
-	b.WriteString(")")
-	return b.String(), args, true
-}
-
-// paramWithCast renders $n, cast through text to the column's type when it is
-// known so every scalar (numbers, booleans, enums, json) converts the way a
-// literal would.
-func paramWithCast(n int, col string, tf *TableFacts) string {
-	if tf != nil {
-		if typ, ok := tf.Columns[col]; ok {
-			return fmt.Sprintf("CAST($%d::text AS %s)", n, typ)
-		}
-	}
-	return fmt.Sprintf("$%d", n)
-}
-
-// scalarText renders a YAML scalar as the text PostgreSQL would parse.
-func scalarText(v any) any {
-	switch x := v.(type) {
-	case nil:
-		return nil
-	case string:
-		return x
-	case bool:
-		return strconv.FormatBool(x)
-	case int:
-		return strconv.Itoa(x)
-	case int64:
-		return strconv.FormatInt(x, 10)
-	case uint64:
-		return strconv.FormatUint(x, 10)
-	case float64:
-		return strconv.FormatFloat(x, 'f', -1, 64)
-	}
-	return fmt.Sprint(v)
-}
-
-func notNullSteps(op int, kind string, t TableName, column string) []Step {
+// notNullSteps enforce NOT NULL without a long lock: a NOT VALID check,
+// VALIDATE (no write lock), SET NOT NULL (proven by the check, no scan),
+// drop the check.
+func notNullSteps(t TableName, column string) []Step {
 	cname := ConstraintName("refit_nn", t.Name, column)
 	col := QuoteIdent(column)
 	qc := QuoteIdent(cname)
 	return []Step{
-		{Op: op, Kind: kind, Transactional: true, Table: t,
+		{Transactional: true, Table: t,
 			Description: fmt.Sprintf("add CHECK (%s IS NOT NULL) NOT VALID", column),
 			SQL:         fmt.Sprintf("ALTER TABLE %s ADD CONSTRAINT %s CHECK (%s IS NOT NULL) NOT VALID", t.Quoted(), qc, col),
 			Lock:        lockAccessExclusive, Cost: "metadata only (no scan)"},
-		{Op: op, Kind: kind, Transactional: true, Table: t, LongRunning: true,
+		{Transactional: true, Table: t, LongRunning: true,
 			Description: "validate the check",
 			SQL:         fmt.Sprintf("ALTER TABLE %s VALIDATE CONSTRAINT %s", t.Quoted(), qc),
 			Lock:        lockShareUpdateExcl, Cost: "scans the table"},
-		{Op: op, Kind: kind, Transactional: true, Table: t,
+		{Transactional: true, Table: t,
 			Description: fmt.Sprintf("set %s NOT NULL (proven by the validated check)", column),
 			SQL:         fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s SET NOT NULL", t.Quoted(), col),
 			Lock:        lockAccessExclusive, Cost: "metadata only (no scan, PG12+)"},
-		{Op: op, Kind: kind, Transactional: true, Table: t,
+		{Transactional: true, Table: t,
 			Description: "drop the helper check",
 			SQL:         fmt.Sprintf("ALTER TABLE %s DROP CONSTRAINT IF EXISTS %s", t.Quoted(), qc),
 			Lock:        lockAccessExclusive, Cost: "metadata only"},

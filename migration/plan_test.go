@@ -64,31 +64,37 @@ func TestBuildPlanExample(t *testing.T) {
 					}}}
 			}
 			p := migration.BuildPlan(m, facts)
+			// With facts, statements name the table (and the index to drop)
+			// as the database resolved it, whatever the search_path later.
+			tbl, idx, tn := `"users"`, `"idx_users_last_name"`, migration.TableName{Name: "users"}
+			if withFacts {
+				tbl, idx, tn = `"public"."users"`, `"public"."idx_users_last_name"`, migration.TableName{Schema: "public", Name: "users"}
+			}
 			requireSQL(t, "expand", p.Expand, []string{
 				`CREATE TYPE "user_status_enum" AS ENUM ('active', 'suspended', 'banned')`,
-				`ALTER TABLE "users" ADD COLUMN "first_name" varchar(100)`,
-				`ALTER TABLE "users" ADD COLUMN "last_name" varchar(100)`,
-				`ALTER TABLE "users" ADD COLUMN "status" user_status_enum DEFAULT ('active')`,
+				`ALTER TABLE ` + tbl + ` ADD COLUMN "first_name" varchar(100)`,
+				`ALTER TABLE ` + tbl + ` ADD COLUMN "last_name" varchar(100)`,
+				`ALTER TABLE ` + tbl + ` ADD COLUMN "status" user_status_enum DEFAULT ('active')`,
 			})
 			requireSQL(t, "post-backfill", p.PostBackfill, []string{
-				`CREATE INDEX CONCURRENTLY "idx_users_last_name" ON "users" ("last_name")`,
+				`CREATE INDEX CONCURRENTLY "idx_users_last_name" ON ` + tbl + ` ("last_name")`,
 			})
 			var contract []string
 			for _, c := range []string{"first_name", "last_name", "status"} {
 				cn := `"refit_nn_users_` + c + `"`
 				contract = append(contract,
-					`ALTER TABLE "users" ADD CONSTRAINT `+cn+` CHECK ("`+c+`" IS NOT NULL) NOT VALID`,
-					`ALTER TABLE "users" VALIDATE CONSTRAINT `+cn,
-					`ALTER TABLE "users" ALTER COLUMN "`+c+`" SET NOT NULL`,
-					`ALTER TABLE "users" DROP CONSTRAINT IF EXISTS `+cn)
+					`ALTER TABLE `+tbl+` ADD CONSTRAINT `+cn+` CHECK ("`+c+`" IS NOT NULL) NOT VALID`,
+					`ALTER TABLE `+tbl+` VALIDATE CONSTRAINT `+cn,
+					`ALTER TABLE `+tbl+` ALTER COLUMN "`+c+`" SET NOT NULL`,
+					`ALTER TABLE `+tbl+` DROP CONSTRAINT IF EXISTS `+cn)
 			}
-			contract = append(contract, `ALTER TABLE "users" DROP COLUMN IF EXISTS "full_name"`)
+			contract = append(contract, `ALTER TABLE `+tbl+` DROP COLUMN IF EXISTS "full_name"`)
 			requireSQL(t, "contract", p.Contract, contract)
 			requireSQL(t, "rollback", p.Rollback, []string{
-				`DROP INDEX CONCURRENTLY IF EXISTS "idx_users_last_name"`,
-				`ALTER TABLE "users" DROP COLUMN IF EXISTS "status"`,
-				`ALTER TABLE "users" DROP COLUMN IF EXISTS "last_name"`,
-				`ALTER TABLE "users" DROP COLUMN IF EXISTS "first_name"`,
+				`DROP INDEX CONCURRENTLY IF EXISTS ` + idx,
+				`ALTER TABLE ` + tbl + ` DROP COLUMN IF EXISTS "status"`,
+				`ALTER TABLE ` + tbl + ` DROP COLUMN IF EXISTS "last_name"`,
+				`ALTER TABLE ` + tbl + ` DROP COLUMN IF EXISTS "first_name"`,
 				`DROP TYPE IF EXISTS "user_status_enum"`,
 			})
 			var requires []int
@@ -100,14 +106,14 @@ func TestBuildPlanExample(t *testing.T) {
 			}
 			checkRollback(t, p)
 
-			wantBackfills := []migration.Backfill{{Table: migration.TableName{Name: "users"}, Sets: []migration.ColumnSet{
+			wantBackfills := []migration.Backfill{{Table: tn, Op: 1, Sets: []migration.ColumnSet{
 				{Column: "first_name", Expr: "split_part(full_name, ' ', 1)"},
 				{Column: "last_name", Expr: "substring(full_name from position(' ' in full_name) + 1)"},
 			}}}
 			if !reflect.DeepEqual(p.Backfills, wantBackfills) {
 				t.Errorf("Backfills = %+v", p.Backfills)
 			}
-			if tables := p.Tables(); !reflect.DeepEqual(tables, []migration.TableName{{Name: "users"}}) {
+			if tables := p.Tables(); !reflect.DeepEqual(tables, []migration.TableName{tn}) {
 				t.Errorf("Tables() = %v", tables)
 			}
 
@@ -335,7 +341,12 @@ func TestBuildPlanBulkInsert(t *testing.T) {
 			if s.Op != 0 || s.Kind != "bulk_insert" || !s.Transactional {
 				t.Errorf("expand[%d] = %+v", i, s)
 			}
-			if !strings.HasPrefix(s.SQL, `INSERT INTO "plans" ("active", "id", "name", "price") VALUES (`) {
+			// With facts the table is named as the database resolved it.
+			target := `"plans"`
+			if typed {
+				target = `"public"."plans"`
+			}
+			if !strings.HasPrefix(s.SQL, `INSERT INTO `+target+` ("active", "id", "name", "price") VALUES (`) {
 				t.Errorf("expand[%d] SQL = %.120s", i, s.SQL)
 			}
 			if got := strings.Count(s.SQL, "), (") + 1; got != wantRows {
@@ -394,7 +405,7 @@ func TestBuildPlanBulkInsert(t *testing.T) {
 			if r.Requires != 1-i {
 				t.Errorf("rollback[%d].Requires = %d, want %d", i, r.Requires, 1-i)
 			}
-			if !strings.HasPrefix(r.SQL, `DELETE FROM "plans" WHERE ("id") IN ((CAST($1::text AS integer)), (CAST($2::text AS integer))`) {
+			if !strings.HasPrefix(r.SQL, `DELETE FROM "public"."plans" WHERE ("id") IN ((CAST($1::text AS integer)), (CAST($2::text AS integer))`) {
 				t.Errorf("rollback[%d] SQL = %.150s", i, r.SQL)
 			}
 			if len(r.Args) != 500 || strings.Contains(r.SQL, "100000") {

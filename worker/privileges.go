@@ -207,28 +207,27 @@ func readRoleFacts(ctx context.Context, pool *pgxpool.Pool) (*roleFacts, error) 
 	return &rf, nil
 }
 
-// enumNeed is a create_enum: CREATE on its schema ("" = the creation
-// schema of the search_path).
+// enumNeed is CREATE on a schema for a type ("" = the creation schema of
+// the search_path).
 type enumNeed struct {
 	schema    string
 	neededFor string
 }
 
 // migrationNeeds lists, in the order of the file, the tables the migration
-// touches and what it does to each, and the types it creates.
+// touches and what it does to each, and the types it creates, from what
+// each operation says it needs (migration.Need).
 func migrationNeeds(m *migration.Migration, plan *migration.Plan, facts *migration.Facts) ([]*tableNeed, []enumNeed) {
 	var tables []*tableNeed
 	byKey := map[string]*tableNeed{}
 	table := func(t migration.TableName) *tableNeed {
-		key := t.String()
+		name := t
+		if tf := facts.Table(t); tf != nil {
+			name = tf.Name
+		}
+		key := name.String()
 		if n := byKey[key]; n != nil {
 			return n
-		}
-		name := t
-		if facts != nil {
-			if tf := facts.Tables[key]; tf != nil {
-				name = tf.Name
-			}
 		}
 		n := &tableNeed{name: name}
 		byKey[key] = n
@@ -238,23 +237,21 @@ func migrationNeeds(m *migration.Migration, plan *migration.Plan, facts *migrati
 	var enums []enumNeed
 	for i, op := range m.Operations {
 		what := fmt.Sprintf("operations[%d] (%s)", i, op.Kind())
-		switch o := op.(type) {
-		case *migration.AddColumn:
-			n := table(o.Table)
-			n.alter = append(n.alter, fmt.Sprintf("%s: add column %s", what, migration.QuoteIdent(o.Column.Name)))
-		case *migration.DropColumn:
-			n := table(o.Table)
-			n.alter = append(n.alter, fmt.Sprintf("%s: drop column %s", what, migration.QuoteIdent(o.Column)))
-		case *migration.CreateIndex:
-			n := table(o.Table)
-			n.alter = append(n.alter, fmt.Sprintf("%s: build index %s", what, migration.QuoteIdent(o.Name)))
-			n.index = append(n.index, fmt.Sprintf("%s: build index %s (CREATE INDEX checks CREATE on the schema, CONCURRENTLY too)", what, migration.QuoteIdent(o.Name)))
-		case *migration.BulkInsert:
-			n := table(o.Table)
-			n.rows = append(n.rows, fmt.Sprintf("%s: insert seed rows (and delete them on abort)", what))
-		case *migration.CreateEnum:
-			t := migration.ParseTableName(o.Name)
-			enums = append(enums, enumNeed{schema: t.Schema, neededFor: fmt.Sprintf("%s: CREATE TYPE %s", what, t.Quoted())})
+		for _, need := range op.Needs() {
+			why := what + ": " + need.For
+			switch {
+			case need.Kind == migration.NeedOwner:
+				n := table(need.Table)
+				n.alter = append(n.alter, why)
+			case need.Kind == migration.NeedRows:
+				n := table(need.Table)
+				n.rows = append(n.rows, why)
+			case need.Kind == migration.NeedSchemaCreate && need.Index:
+				n := table(need.Table)
+				n.index = append(n.index, why)
+			case need.Kind == migration.NeedSchemaCreate:
+				enums = append(enums, enumNeed{schema: need.Schema, neededFor: why})
+			}
 		}
 	}
 	for _, b := range plan.Backfills {

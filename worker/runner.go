@@ -521,17 +521,10 @@ func (r *Runner) window(ctx context.Context, job *state.Job) (state.Phase, Outco
 	}
 }
 
-// breaksSync reports whether a contract step removes what the sync needs
-// (a dropped column the up expressions read, or arbitrary SQL): the stream
-// is drained and stopped before it, and never restarted after it.
-func breaksSync(s migration.Step) bool {
-	return s.Kind == "drop_column" || s.Kind == "sql"
-}
-
 // syncBroken reports whether one of the first n contract steps broke sync.
 func (r *Runner) syncBroken(plan *migration.Plan, n int) bool {
 	for _, s := range plan.Contract[:min(n, len(plan.Contract))] {
-		if breaksSync(s) {
+		if s.BreaksSync {
 			return true
 		}
 	}
@@ -570,7 +563,7 @@ func (r *Runner) contract(ctx context.Context, log *zap.Logger, job *state.Job, 
 	}
 	for i := job.ContractStep; i < len(plan.Contract); i++ {
 		s := plan.Contract[i]
-		if breaksSync(s) && r.sync != nil {
+		if s.BreaksSync && r.sync != nil {
 			if err := r.sync.consumer.Drain(ctx); err != nil {
 				return false, err
 			}
@@ -691,7 +684,7 @@ func (r *Runner) backfill(ctx context.Context, log *zap.Logger, job *state.Job, 
 		}
 	}
 	for _, b := range plan.Backfills {
-		tf := facts.Tables[b.Table.String()]
+		tf := facts.Table(b.Table)
 		if tf == nil {
 			return fmt.Errorf("no facts recorded for table %s", b.Table)
 		}

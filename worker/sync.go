@@ -48,7 +48,7 @@ type syncer struct {
 func targets(plan *migration.Plan, facts *migration.Facts) ([]replication.Target, error) {
 	var out []replication.Target
 	for _, b := range plan.Backfills {
-		tf := facts.Tables[b.Table.String()]
+		tf := facts.Table(b.Table)
 		if tf == nil {
 			return nil, fmt.Errorf("no facts recorded for table %s", b.Table)
 		}

@@ -60,15 +60,8 @@ func MigrationTables(m *migration.Migration) []string {
 		}
 	}
 	for _, op := range m.Operations {
-		switch o := op.(type) {
-		case *migration.AddColumn:
-			add(o.Table)
-		case *migration.DropColumn:
-			add(o.Table)
-		case *migration.CreateIndex:
-			add(o.Table)
-		case *migration.BulkInsert:
-			add(o.Table)
+		for _, t := range op.Tables() {
+			add(t)
 		}
 	}
 	return out

@@ -110,7 +110,7 @@ func printPlan(w io.Writer, m *migration.Migration, p *migration.Plan, facts *mi
 	for _, b := range p.Backfills {
 		key := "its primary key"
 		if facts != nil {
-			if tf := facts.Tables[b.Table.String()]; tf != nil {
+			if tf := facts.Table(b.Table); tf != nil {
 				var ks []string
 				for _, k := range tf.Key {
 					ks = append(ks, k.Name)
