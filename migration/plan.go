@@ -51,6 +51,10 @@ type Step struct {
 	// LongRunning statements (VALIDATE, index builds) get the long statement
 	// timeout; lock_timeout still bounds how long they wait for their lock.
 	LongRunning bool
+	// Violations, if set, finds the rows that make this step fail (a
+	// VALIDATE, a unique index build): the runner adds its report to the
+	// step's error.
+	Violations *Violations
 	// Index names (schema-qualified, quoted) an index built by this step: if
 	// it already exists and is valid the step is skipped; if it is INVALID
 	// (an interrupted concurrent build) it is dropped first.
@@ -109,6 +113,9 @@ const (
 	lockShareUpdateExcl = "SHARE UPDATE EXCLUSIVE (reads and writes continue)"
 	lockRowExclusive    = "ROW EXCLUSIVE (reads and writes continue)"
 	lockNone            = "none on tables"
+	// lockShareRowExcl is what ADD FOREIGN KEY takes on both tables, and
+	// CREATE TRIGGER: writes wait (bounded by lock_timeout), reads continue.
+	lockShareRowExcl = "SHARE ROW EXCLUSIVE (brief; writes wait, reads continue)"
 )
 
 // BuildPlan turns a validated migration into steps. facts may be nil (a plan

@@ -38,6 +38,8 @@ const (
 
 	// NotNullViolation is not_null_violation: a NULL where NOT NULL holds.
 	NotNullViolation = "23502"
+	// ForeignKeyViolation is foreign_key_violation: a row without its parent.
+	ForeignKeyViolation = "23503"
 	// UniqueViolation is unique_violation: a duplicate key.
 	UniqueViolation = "23505"
 	// CheckViolation is check_violation: a row fails a CHECK constraint.

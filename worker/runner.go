@@ -579,8 +579,8 @@ func (r *Runner) contract(ctx context.Context, log *zap.Logger, job *state.Job, 
 			if err == nil {
 				break
 			}
-			if r.sync == nil || attempt >= 3 || !sqlstate.Is(err, sqlstate.CheckViolation, sqlstate.NotNullViolation) {
-				return false, fmt.Errorf("operations[%d] (%s): %w", s.Op, s.Kind, err)
+			if r.sync == nil || attempt >= 3 || !sqlstate.Is(err, sqlstate.CheckViolation, sqlstate.NotNullViolation, sqlstate.ForeignKeyViolation) {
+				return false, r.stepError(ctx, s, err)
 			}
 			log.Warn("a row violates the new constraint: draining the stream again and retrying", zap.Int("attempt", attempt), zap.Error(err))
 			if err := r.sync.consumer.Drain(ctx); err != nil {
@@ -614,10 +614,21 @@ func (r *Runner) runSteps(ctx context.Context, log *zap.Logger, jobID int64, ste
 			return state.SetStepTx(ctx, tx, jobID, col, n)
 		})
 		if err != nil {
-			return fmt.Errorf("operations[%d] (%s): %w", s.Op, s.Kind, err)
+			return r.stepError(ctx, s, err)
 		}
 	}
 	return nil
+}
+
+// stepError names the operation of a failed step and, where the step knows
+// how to find them, the rows that made it fail.
+func (r *Runner) stepError(ctx context.Context, s migration.Step, err error) error {
+	if s.Violations != nil && sqlstate.Is(err, sqlstate.CheckViolation, sqlstate.NotNullViolation, sqlstate.ForeignKeyViolation, sqlstate.UniqueViolation) {
+		if report, rerr := s.Violations.Report(context.WithoutCancel(ctx), r.Pool); rerr == nil && report != "" {
+			return fmt.Errorf("operations[%d] (%s): %s: %w", s.Op, s.Kind, report, err)
+		}
+	}
+	return fmt.Errorf("operations[%d] (%s): %w", s.Op, s.Kind, err)
 }
 
 func statement(s migration.Step) ddl.Statement {
