@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -98,6 +99,7 @@ func Inspect(ctx context.Context, conn *pgx.Conn, m *Migration) (facts *Facts, e
 	}
 	// Operations that run after all others (contract-phase sql) are
 	// checked after all others.
+	in.late = true
 	for i, op := range m.Operations {
 		if late, ok := op.(lateInspector); ok {
 			if err := late.inspectLate(ctx, in, i); err != nil {
@@ -126,6 +128,7 @@ type inspector struct {
 	shadows map[string]string // table → temp table with the same columns
 	attrs   map[string]map[string]attrInfo
 	nshadow int
+	late    bool // checking the operations that run after all others
 }
 
 // attrInfo is what bulk_insert needs to know about an existing column.
@@ -182,6 +185,11 @@ func (in *inspector) checkSQL(ctx context.Context, i int, field, text string) (o
 			// cannot run inside a transaction block, lock not available,
 			// statement timeout: not checkable here.
 			return false, nil
+		case in.shadowed(i, err):
+			// The migration's own columns and indexes exist only on the
+			// inspector's shadow copies, which raw SQL does not see: a
+			// name it lacks may be one of them, so this is not checkable.
+			return false, nil
 		case sqlstate.Content(err):
 			where := ""
 			if len(stmts) > 1 {
@@ -195,19 +203,34 @@ func (in *inspector) checkSQL(ctx context.Context, i int, field, text string) (o
 	return true, nil
 }
 
-// checkContractSQL checks contract-phase sql operations after every other
-// operation, which is when they run.
-func (in *inspector) checkContractSQL(ctx context.Context) error {
-	for i, op := range in.m.Operations {
-		o, ok := op.(*SQL)
-		if !ok || o.Phase != "contract" {
-			continue
-		}
-		if _, err := in.checkSQL(ctx, i, "up", o.Up); err != nil {
-			return err
+// shadowed reports whether err, from SQL run at operation i, may be about
+// something an operation that runs before it creates on a shadow table
+// rather than in the database: an unknown column (add_column), relation
+// (an index) or object (a constraint, an index).
+func (in *inspector) shadowed(i int, err error) bool {
+	var kinds []string
+	switch sqlstate.Code(err) {
+	case sqlstate.UndefinedColumn:
+		kinds = []string{"column"}
+	case sqlstate.UndefinedTable:
+		kinds = []string{"index"}
+	case sqlstate.UndefinedObject:
+		kinds = []string{"constraint", "index"}
+	default:
+		return false
+	}
+	last := i // expand phase: the operations before it
+	if in.late {
+		last = len(in.m.Operations) // contract phase: every operation
+	}
+	for j := 0; j < last; j++ {
+		for _, obj := range in.m.Operations[j].creates() {
+			if slices.Contains(kinds, obj.kind) {
+				return true
+			}
 		}
 	}
-	return nil
+	return false
 }
 
 func oneLineSQL(s string) string {

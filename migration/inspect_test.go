@@ -453,6 +453,7 @@ operations:
       down: DROP FUNCTION add_one(int)
   - add_column: {table: created_by_sql, column: {name: v, type: int}}
   - sql: {up: "UPDATE plans SET price = price * 2; DROP TABLE created_by_sql", phase: contract}
+  - sql: {up: "COMMENT ON COLUMN plans.label IS 'derived'", phase: contract}
 `)
 	facts, err := inspect(t, conn, m)
 	if err != nil {

@@ -80,6 +80,8 @@ const (
 	UndefinedObject = "42704"
 	// DuplicateObject is duplicate_object: the name is taken.
 	DuplicateObject = "42710"
+	// UndefinedColumn is undefined_column: no such column.
+	UndefinedColumn = "42703"
 	// UndefinedTable is undefined_table: no such table or view.
 	UndefinedTable = "42P01"
 	// InvalidObjectDefinition is invalid_object_definition.

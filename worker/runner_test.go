@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -184,124 +183,6 @@ func tableData(t *testing.T, pool *pgxpool.Pool, table string) string {
 		t.Fatal(err)
 	}
 	return s
-}
-
-// TestOperationLifecycle takes every operation through expand → abort →
-// expand → backfill → contract and checks that the abort leaves the catalog
-// (and the data) exactly as before and that the second run completes.
-func TestOperationLifecycle(t *testing.T) {
-	const schema = `
-		CREATE TABLE items (id bigint PRIMARY KEY, name text NOT NULL, price numeric, legacy text);
-		INSERT INTO items SELECT i, 'item ' || i, i * 1.5, 'old' FROM generate_series(1, 5000) i;
-		CREATE TABLE settings (key text PRIMARY KEY, value text);
-		ANALYZE items;`
-	cases := []struct {
-		name  string
-		ops   string
-		check string // SQL returning true when the contracted result is right
-	}{
-		{"add_column nullable with up", `
-  - add_column:
-      table: items
-      column: {name: name_upper, type: text}
-      up: upper(name)`, `SELECT count(*) = 0 FROM items WHERE name_upper IS DISTINCT FROM upper(name)`},
-		{"add_column not null", `
-  - add_column:
-      table: items
-      column: {name: cents, type: bigint, nullable: false}
-      up: (price * 100)::bigint`, `SELECT (SELECT attnotnull FROM pg_attribute WHERE attrelid = 'items'::regclass AND attname = 'cents')
-			AND NOT EXISTS (SELECT 1 FROM items WHERE cents IS DISTINCT FROM (price * 100)::bigint)`},
-		{"add_column volatile default", `
-  - add_column:
-      table: items
-      column: {name: touched_at, type: timestamptz, nullable: false, default: clock_timestamp()}`,
-			`SELECT (SELECT attnotnull FROM pg_attribute WHERE attrelid = 'items'::regclass AND attname = 'touched_at')
-			AND NOT EXISTS (SELECT 1 FROM items WHERE touched_at IS NULL)`},
-		{"create_enum and column", `
-  - create_enum:
-      name: item_state
-      values: [draft, live]
-  - add_column:
-      table: items
-      column: {name: state, type: item_state, nullable: false, default: "'live'"}`,
-			`SELECT NOT EXISTS (SELECT 1 FROM items WHERE state IS DISTINCT FROM 'live')`},
-		{"create_index", `
-  - create_index:
-      name: items_name_idx
-      table: items
-      columns: [name]
-      where: price > 10`, `SELECT indisvalid FROM pg_index WHERE indexrelid = 'items_name_idx'::regclass`},
-		{"create unique index", `
-  - create_index:
-      name: items_name_key
-      table: items
-      columns: [name]
-      unique: true`, `SELECT indisvalid AND indisunique FROM pg_index WHERE indexrelid = 'items_name_key'::regclass`},
-		{"sql with down", `
-  - sql:
-      up: CREATE TABLE audit (id int PRIMARY KEY); CREATE INDEX audit_id ON audit (id)
-      down: DROP TABLE audit`, `SELECT to_regclass('audit') IS NOT NULL`},
-		{"bulk_insert", `
-  - bulk_insert:
-      table: settings
-      rows:
-        - {key: theme, value: dark}
-        - {key: lang, value: en}
-        - {key: empty, value: null}`, `SELECT count(*) = 3 FROM settings`},
-		{"drop_column", `
-  - drop_column:
-      table: items
-      column: legacy`, `SELECT NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'items'::regclass AND attname = 'legacy' AND NOT attisdropped)`},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			ctx := context.Background()
-			pool := newPool(t)
-			mustExec(t, pool, schema)
-			before := catalog(t, pool)
-			beforeSettings := tableData(t, pool, "settings")
-			src := []byte("name: lifecycle\noperations:" + tc.ops + "\n")
-			m, err := migration.Parse("lifecycle.yaml", src)
-			if err != nil {
-				t.Fatal(err)
-			}
-			r := newRunner(t, pool, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
-
-			// expand (and backfill) → window → abort
-			sub, err := worker.Submit(ctx, pool, m, migration.ContractManual, "test")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if out, err := r.Run(ctx, sub.Job.ID); err != nil || out != worker.OutcomeWaitingContract {
-				t.Fatalf("first run: %v %v", out, err)
-			}
-			if err := r.Store.Transition(ctx, sub.Job.ID, state.PhaseSyncing, state.PhaseAborting, "test", "abort"); err != nil {
-				t.Fatal(err)
-			}
-			if out, err := r.Run(ctx, sub.Job.ID); err != nil || out != worker.OutcomeAborted {
-				t.Fatalf("abort: %v %v", out, err)
-			}
-			if after := catalog(t, pool); after != before {
-				t.Fatalf("abort left the catalog changed:\nbefore: %s\nafter:  %s", before, after)
-			}
-			if got := tableData(t, pool, "settings"); got != beforeSettings {
-				t.Fatalf("abort left seeded rows: %q", got)
-			}
-
-			// expand again → backfill → contract
-			sub, err = worker.Submit(ctx, pool, m, migration.ContractNow, "test")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if out, err := r.Run(ctx, sub.Job.ID); err != nil || out != worker.OutcomeCompleted {
-				t.Fatalf("second run: %v %v", out, err)
-			}
-			var ok bool
-			if err := pool.QueryRow(ctx, tc.check).Scan(&ok); err != nil || !ok {
-				t.Fatalf("result check %q: %v %v", strings.TrimSpace(tc.check), ok, err)
-			}
-		})
-	}
 }
 
 // TestAbortAfterInterruptedExpand aborts a job whose expand was cut short:
