@@ -289,3 +289,30 @@ func ConstraintName(prefix, table, column string) string {
 func quoteQualified(s string) string {
 	return ParseTableName(s).Quoted()
 }
+
+// Fingerprint identifies what the plan does: every statement with its
+// arguments, stage, transactionality, undo link and flags, and every
+// backfill. Descriptions, locks and costs (text for people) are left out,
+// so rewording them in a later refit does not change it. A job records the
+// fingerprint it started expanding with; a resume whose plan renders
+// differently is refused (it would run step N of another plan).
+func (p *Plan) Fingerprint() string {
+	h := sha256.New()
+	stage := func(name string, steps []Step) {
+		fmt.Fprintf(h, "[%s %d]\n", name, len(steps))
+		for _, s := range steps {
+			fmt.Fprintf(h, "%q %#v %v %q %d %v\n", s.SQL, s.Args, s.Transactional, s.Index, s.Requires, s.BreaksSync)
+		}
+	}
+	stage("expand", p.Expand)
+	stage("post-backfill", p.PostBackfill)
+	stage("contract", p.Contract)
+	stage("rollback", p.Rollback)
+	for _, b := range p.Backfills {
+		fmt.Fprintf(h, "[backfill %q]\n", b.Table.String())
+		for _, s := range b.Sets {
+			fmt.Fprintf(h, "%#v\n", s) // every field: a new one counts
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}

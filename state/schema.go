@@ -109,4 +109,7 @@ var schemaSteps = []string{
 	// refit abort --force: the rollback skips an undo step that fails
 	// (with an event naming it) instead of failing the job.
 	`ALTER TABLE refit.jobs ADD COLUMN force_abort boolean NOT NULL DEFAULT false`,
+	// The fingerprint of the plan a job started expanding with: a resume
+	// whose plan differs (another refit version, another file) is refused.
+	`ALTER TABLE refit.jobs ADD COLUMN plan_fingerprint text`,
 }

@@ -130,33 +130,36 @@ func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
 // Job is one row of refit.jobs plus derived progress.
 type Job struct {
-	ID             int64      `json:"id"`
-	Name           string     `json:"name"`
-	Checksum       string     `json:"checksum"`
-	File           string     `json:"file"`
-	Source         []byte     `json:"-"`
-	Facts          []byte     `json:"-"`
-	Settings       []byte     `json:"settings,omitempty"` // per-job tuning (JSON object of config key → value)
-	Phase          Phase      `json:"phase"`
-	ResumePhase    *Phase     `json:"resume_phase,omitempty"`
-	ContractMode   string     `json:"contract_mode"`
-	ContractOpen   bool       `json:"contract_open"`
-	ExpandStep     int        `json:"expand_step"`
-	PostStep       int        `json:"post_step"`
-	ContractStep   int        `json:"contract_step"`
-	RollbackStep   int        `json:"rollback_step"`
-	RowsTotal      int64      `json:"rows_total"`
-	RowsDone       int64      `json:"rows_done"`
-	RowsUpdated    int64      `json:"rows_updated"`
-	Error          string     `json:"error,omitempty"`
-	Sync           Sync       `json:"sync"`
-	ThrottledBy    string     `json:"throttled_by"`
-	Owner          string     `json:"owner,omitempty"`
-	HeartbeatAt    *time.Time `json:"heartbeat_at,omitempty"`
-	CreatedAt      time.Time  `json:"created_at"`
-	UpdatedAt      time.Time  `json:"updated_at"`
-	PhaseStartedAt time.Time  `json:"phase_started_at"`
-	FinishedAt     *time.Time `json:"finished_at,omitempty"`
+	ID       int64  `json:"id"`
+	Name     string `json:"name"`
+	Checksum string `json:"checksum"`
+	File     string `json:"file"`
+	Source   []byte `json:"-"`
+	Facts    []byte `json:"-"`
+	Settings []byte `json:"settings,omitempty"` // per-job tuning (JSON object of config key → value)
+	// PlanFingerprint is the fingerprint of the plan the job started
+	// expanding with ("" before that).
+	PlanFingerprint string     `json:"plan_fingerprint,omitempty"`
+	Phase           Phase      `json:"phase"`
+	ResumePhase     *Phase     `json:"resume_phase,omitempty"`
+	ContractMode    string     `json:"contract_mode"`
+	ContractOpen    bool       `json:"contract_open"`
+	ExpandStep      int        `json:"expand_step"`
+	PostStep        int        `json:"post_step"`
+	ContractStep    int        `json:"contract_step"`
+	RollbackStep    int        `json:"rollback_step"`
+	RowsTotal       int64      `json:"rows_total"`
+	RowsDone        int64      `json:"rows_done"`
+	RowsUpdated     int64      `json:"rows_updated"`
+	Error           string     `json:"error,omitempty"`
+	Sync            Sync       `json:"sync"`
+	ThrottledBy     string     `json:"throttled_by"`
+	Owner           string     `json:"owner,omitempty"`
+	HeartbeatAt     *time.Time `json:"heartbeat_at,omitempty"`
+	CreatedAt       time.Time  `json:"created_at"`
+	UpdatedAt       time.Time  `json:"updated_at"`
+	PhaseStartedAt  time.Time  `json:"phase_started_at"`
+	FinishedAt      *time.Time `json:"finished_at,omitempty"`
 }
 
 const jobColumns = `j.id, j.name, j.checksum, j.file, j.source, j.facts, j.phase, j.resume_phase, coalesce(j.contract_mode, ''), j.contract_open,
@@ -165,7 +168,8 @@ const jobColumns = `j.id, j.name, j.checksum, j.file, j.source, j.facts, j.phase
 	coalesce((SELECT sum(rows_updated) FROM refit.backfill_ranges r WHERE r.job_id = j.id), 0)::bigint,
 	coalesce(j.error, ''), coalesce(j.owner, ''), j.created_at, j.updated_at, j.phase_started_at, j.finished_at,
 	coalesce(j.sync_confirmed_lsn, ''), coalesce(j.sync_lag_bytes, 0), coalesce(j.sync_retained_bytes, 0), j.sync_keys_applied,
-	j.sync_last_commit_at, j.sync_applied_at, coalesce(j.throttled_by, ''), j.sync_changed_at, j.heartbeat_at, j.settings`
+	j.sync_last_commit_at, j.sync_applied_at, coalesce(j.throttled_by, ''), j.sync_changed_at, j.heartbeat_at, j.settings,
+	coalesce(j.plan_fingerprint, '')`
 
 func scanJob(row pgx.Row) (*Job, error) {
 	var j Job
@@ -175,7 +179,8 @@ func scanJob(row pgx.Row) (*Job, error) {
 		&j.ExpandStep, &j.PostStep, &j.ContractStep, &j.RollbackStep, &j.RowsTotal, &j.RowsDone, &j.RowsUpdated,
 		&j.Error, &j.Owner, &j.CreatedAt, &j.UpdatedAt, &j.PhaseStartedAt, &j.FinishedAt,
 		&j.Sync.ConfirmedLSN, &j.Sync.LagBytes, &j.Sync.RetainedBytes, &j.Sync.KeysApplied,
-		&j.Sync.LastCommitAt, &j.Sync.AppliedAt, &j.ThrottledBy, &j.Sync.ChangedAt, &j.HeartbeatAt, &j.Settings)
+		&j.Sync.LastCommitAt, &j.Sync.AppliedAt, &j.ThrottledBy, &j.Sync.ChangedAt, &j.HeartbeatAt, &j.Settings,
+		&j.PlanFingerprint)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, ErrNotFound
 	}

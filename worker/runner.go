@@ -233,8 +233,11 @@ func (r *Runner) Run(ctx context.Context, jobID int64) (Outcome, error) {
 		var outcome Outcome
 		var stop bool
 		if err == nil {
-			r.phase = job.Phase
-			next, outcome, stop, err = r.step(runCtx, log, job, migration.BuildPlan(m, facts), facts, failRun)
+			plan := migration.BuildPlan(m, facts)
+			if err = r.checkPlan(ctx, job, plan); err == nil {
+				r.phase = job.Phase
+				next, outcome, stop, err = r.step(runCtx, log, job, plan, facts, failRun)
+			}
 		}
 		if errors.Is(err, state.ErrPhaseChanged) && ctx.Err() == nil && context.Cause(runCtx) == nil {
 			// An operator (or another process) moved the job: carry on from
@@ -281,6 +284,43 @@ func (r *Runner) Run(ctx context.Context, jobID int64) (Outcome, error) {
 			log.Info("job phase changed", zap.Stringer("from", job.Phase), zap.Stringer("to", next))
 		}
 	}
+}
+
+// ErrPlanChanged means the plan a job renders now is not the one it
+// started with.
+var ErrPlanChanged = errors.New("the job's plan changed since it started")
+
+// checkPlan records the plan's fingerprint when the job starts expanding
+// and refuses to go on with a job whose plan renders differently now (a
+// refit version that plans the same file otherwise, or a changed stored
+// migration): step N of one plan is not step N of another. An abort with
+// --force goes on regardless (its undo steps are then best effort).
+func (r *Runner) checkPlan(ctx context.Context, job *state.Job, plan *migration.Plan) error {
+	if job.Phase == state.PhasePending || job.Phase == state.PhaseFailed || job.Phase.Terminal() {
+		return nil // a failed job is checked in the phase it resumes
+	}
+	fp := plan.Fingerprint()
+	stored := job.PlanFingerprint
+	if stored == "" {
+		if job.Phase != state.PhaseExpanding || job.ExpandStep != 0 {
+			return nil // started by a refit before fingerprints: nothing to compare
+		}
+		var err error
+		if stored, err = r.Store.SetPlanFingerprint(ctx, job.ID, fp); err != nil {
+			return err
+		}
+	}
+	if stored == fp {
+		return nil
+	}
+	if job.Phase == state.PhaseAborting {
+		if force, err := r.Store.ForceAbort(ctx, job.ID); err != nil || force {
+			return err
+		}
+	}
+	return fmt.Errorf("job %d (%s) started with plan %.12s…, but this refit plans it as %.12s… (a different refit version or migration): "+
+		"finish it with the refit version that started it, or roll it back with refit abort --force %d: %w",
+		job.ID, job.Name, stored, fp, job.ID, ErrPlanChanged)
 }
 
 // load parses the job's stored migration and facts. A job submitted through

@@ -1,5 +1,8 @@
 package state
 
+// Job controls that are not phase changes: forced aborts, events, the
+// plan fingerprint.
+
 import (
 	"context"
 	"fmt"
@@ -35,4 +38,17 @@ func EventTx(ctx context.Context, tx pgx.Tx, id int64, actor, message string) er
 		return fmt.Errorf("record event of job %d: %w", id, err)
 	}
 	return nil
+}
+
+// SetPlanFingerprint records the fingerprint of the plan a job starts
+// expanding with, once: it returns the fingerprint stored (an earlier one
+// if there was one).
+func (s *Store) SetPlanFingerprint(ctx context.Context, id int64, fp string) (string, error) {
+	var stored string
+	err := s.pool.QueryRow(ctx, `UPDATE refit.jobs SET plan_fingerprint = coalesce(plan_fingerprint, $2) WHERE id = $1
+		RETURNING plan_fingerprint`, id, fp).Scan(&stored)
+	if err != nil {
+		return "", fmt.Errorf("record plan fingerprint of job %d: %w", id, err)
+	}
+	return stored, nil
 }
