@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -33,35 +34,40 @@ func (e *BlockedError) Error() string {
 
 func (e *BlockedError) Unwrap() error { return ErrBlocked }
 
-// JobTables returns the tables a job changes, from its stored migration.
+// JobTables returns the tables a job changes, from its stored migration,
+// as the database resolved them when the job was validated (its facts), so
+// `users` in one file and `public.users` in another are one table.
 func JobTables(j *state.Job) []string {
 	m, err := migration.Parse(j.File, j.Source)
 	if err != nil {
 		return nil
 	}
-	return MigrationTables(m)
-}
-
-// MigrationTables returns the tables a migration changes as "schema.name"
-// (public when unqualified).
-func MigrationTables(m *migration.Migration) []string {
-	seen := map[string]bool{}
-	var out []string
-	add := func(t migration.TableName) {
-		name := t.Name
-		if t.Schema != "" {
-			name = t.Schema + "." + t.Name
-		} else {
-			name = "public." + t.Name
-		}
-		if !seen[name] {
-			seen[name] = true
-			out = append(out, name)
+	var facts *migration.Facts
+	if len(j.Facts) > 0 {
+		var f migration.Facts
+		if json.Unmarshal(j.Facts, &f) == nil {
+			facts = &f
 		}
 	}
+	return MigrationTables(m, facts)
+}
+
+// MigrationTables returns the tables a migration changes as "schema.name":
+// resolved through facts when known, else public when unqualified.
+func MigrationTables(m *migration.Migration, facts *migration.Facts) []string {
+	seen := map[string]bool{}
+	var out []string
 	for _, op := range m.Operations {
 		for _, t := range op.Tables() {
-			add(t)
+			if tf := facts.Table(t); tf != nil && tf.Name.Schema != "" {
+				t = tf.Name
+			} else if t.Schema == "" {
+				t.Schema = "public"
+			}
+			if name := t.Schema + "." + t.Name; !seen[name] {
+				seen[name] = true
+				out = append(out, name)
+			}
 		}
 	}
 	return out
