@@ -76,6 +76,13 @@ type ColumnSet struct {
 	// before the column (where it is NULL) and never recomputed by the sync:
 	// see recompute.go.
 	Fill bool `json:",omitempty"`
+	// Data marks a data fix of an existing column (the backfill operation):
+	// applied by the backfill's batches only, never by the sync, so a table
+	// with only data sets is not published (see Derived).
+	Data bool `json:",omitempty"`
+	// Where, if set, limits the set to the rows it holds for: an SQL
+	// condition over the row as it was before the UPDATE.
+	Where string `json:",omitempty"`
 }
 
 // Backfill fills new columns of one table from expressions over the row.
