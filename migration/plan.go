@@ -123,6 +123,8 @@ const (
 	// lockShareRowExcl is what ADD FOREIGN KEY takes on both tables, and
 	// CREATE TRIGGER: writes wait (bounded by lock_timeout), reads continue.
 	lockShareRowExcl = "SHARE ROW EXCLUSIVE (brief; writes wait, reads continue)"
+	// lockAccessShare is what CREATE VIEW takes on the tables it reads.
+	lockAccessShare = "ACCESS SHARE (reads and writes continue)"
 )
 
 // BuildPlan turns a validated migration into steps. facts may be nil (a plan
@@ -318,7 +320,20 @@ func (p *Plan) Fingerprint() string {
 	for _, b := range p.Backfills {
 		fmt.Fprintf(h, "[backfill %q]\n", b.Table.String())
 		for _, s := range b.Sets {
-			fmt.Fprintf(h, "%#v\n", s) // every field: a new one counts
+			// What the batches and the apply write. A field added to
+			// ColumnSet that changes that belongs here too; a zero value
+			// renders as before, so adding one does not change old plans.
+			fmt.Fprintf(h, "%q %q", s.Column, s.Expr)
+			if s.Fill {
+				fmt.Fprint(h, " fill")
+			}
+			if s.Data {
+				fmt.Fprint(h, " data")
+			}
+			if s.Where != "" {
+				fmt.Fprintf(h, " where %q", s.Where)
+			}
+			fmt.Fprintln(h)
 		}
 	}
 	return hex.EncodeToString(h.Sum(nil))

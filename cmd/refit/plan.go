@@ -121,8 +121,11 @@ func printPlan(w io.Writer, m *migration.Migration, p *migration.Plan, facts *mi
 		fmt.Fprintf(w, "  - UPDATE %s SET %s\n", b.Table.Quoted(), migration.SetList(b.Sets))
 		fmt.Fprintf(w, "    WHERE key in (last checkpoint, batch end] AND %s; keyset on %s\n", migration.Guard(b.Sets), key)
 		for _, s := range b.Sets {
-			if s.Fill {
+			switch {
+			case s.Fill:
 				fmt.Fprintf(w, "    (%s: a volatile default, given once to the rows that existed before it; never synced)\n", s.Column)
+			case s.Data:
+				fmt.Fprintf(w, "    (%s: a data fix, applied once per row by its batch; never synced)\n", s.Column)
 			}
 		}
 		fmt.Fprintln(w, "    lock: ROW EXCLUSIVE plus row locks of one batch · cost: rewrites each row once, in batches")
