@@ -98,6 +98,9 @@ const (
 	// ObjectInUse is object_in_use: a replication slot, origin or database
 	// still held by another session.
 	ObjectInUse = "55006"
+	// UnsafeNewEnumValueUsage is unsafe_new_enum_value_usage: an enum value
+	// used in the transaction that added it.
+	UnsafeNewEnumValueUsage = "55P04"
 	// LockNotAvailable is lock_not_available: lock_timeout expired (or
 	// NOWAIT found the lock taken).
 	LockNotAvailable = "55P03"
@@ -164,5 +167,9 @@ func Content(err error) bool {
 		"54": // program limit exceeded
 		return true
 	}
-	return false
+	// Of class 55 (object not in prerequisite state) only this one is the
+	// statement's fault: it uses an enum value added in the same
+	// transaction. The others (a lock not available, an object in use)
+	// are the server's state.
+	return code == UnsafeNewEnumValueUsage
 }

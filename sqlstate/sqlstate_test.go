@@ -124,6 +124,8 @@ func TestContent(t *testing.T) {
 		{wrapped("40P01"), false},
 		{wrapped("53400"), false},
 		{wrapped("55P03"), false},
+		{pgErr("55P04"), true},  // unsafe_new_enum_value_usage: the statement's fault
+		{pgErr("55006"), false}, // object_in_use: the server's state
 		{wrapped("57014"), false},
 		{wrapped("57P01"), false},
 		{wrapped("08006"), false}, // connection_failure
