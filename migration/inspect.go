@@ -28,6 +28,9 @@ type Facts struct {
 	// its facts, the name the database resolved it to ("public.users"), so
 	// two spellings of one table are one table.
 	Aliases map[string]string `json:"aliases,omitempty"`
+	// Recorded holds, per operation index, what a metadata operation found at
+	// validation and its plan needs (see migration/metadata.go).
+	Recorded map[int]string `json:"recorded,omitempty"`
 }
 
 // Table returns the facts of a table as written or as resolved (nil if the
