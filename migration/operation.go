@@ -48,6 +48,7 @@ const (
 	NeedOwner        NeedKind = iota // ALTER TABLE on Table: its owner (or a member)
 	NeedSchemaCreate                 // CREATE on a schema: Table's (an index) or Schema (a type)
 	NeedRows                         // SELECT, INSERT, DELETE on Table (seed rows and their undo)
+	NeedReferences                   // REFERENCES on Table: the table a foreign key references
 )
 
 // Need is one privilege an operation needs.
