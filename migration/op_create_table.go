@@ -231,7 +231,11 @@ func (o *CreateTable) creates() []object {
 
 // Needs implements Operation: CREATE on the new table's schema.
 func (o *CreateTable) Needs() []Need {
-	return []Need{{Kind: NeedSchemaCreate, Schema: o.Table.Schema, For: "create table " + o.Table.Quoted()}}
+	needs := []Need{{Kind: NeedSchemaCreate, Schema: o.Table.Schema, For: "create table " + o.Table.Quoted()}}
+	for _, t := range o.referencedTables() {
+		needs = append(needs, Need{Kind: NeedReferences, Table: t, For: "a foreign key of " + o.Table.Quoted() + " references it"})
+	}
+	return needs
 }
 
 // createTableSerialTypes are CREATE TABLE's shorthands for a sequence default, which

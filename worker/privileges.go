@@ -82,6 +82,7 @@ type tableNeed struct {
 	alter     []string // operations that need the table's owner
 	index     []string // operations that create an index in the table's schema
 	rows      []string // bulk_insert operations (SELECT, INSERT, DELETE)
+	refs      []string // foreign keys that reference the table (REFERENCES)
 	published bool     // the table joins the job's publication
 }
 
@@ -246,6 +247,9 @@ func migrationNeeds(m *migration.Migration, plan *migration.Plan, facts *migrati
 			case need.Kind == migration.NeedRows:
 				n := table(need.Table)
 				n.rows = append(n.rows, why)
+			case need.Kind == migration.NeedReferences:
+				n := table(need.Table)
+				n.refs = append(n.refs, why)
 			case need.Kind == migration.NeedSchemaCreate && need.Index:
 				n := table(need.Table)
 				n.index = append(n.index, why)
@@ -281,11 +285,12 @@ func checkTable(ctx context.Context, pool *pgxpool.Pool, rf *roleFacts, t *table
 		}
 	}
 	var schema, name, owner string
-	var ownerSuper, owned, sel, ins, del bool
+	var ownerSuper, owned, sel, ins, del, ref bool
 	err := pool.QueryRow(ctx, `SELECT n.nspname::text, c.relname::text, o.rolname::text, o.rolsuper, pg_has_role(c.relowner, 'USAGE'),
-			has_table_privilege(c.oid, 'SELECT'), has_table_privilege(c.oid, 'INSERT'), has_table_privilege(c.oid, 'DELETE')
+			has_table_privilege(c.oid, 'SELECT'), has_table_privilege(c.oid, 'INSERT'), has_table_privilege(c.oid, 'DELETE'),
+			has_table_privilege(c.oid, 'REFERENCES')
 		FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace JOIN pg_catalog.pg_roles o ON o.oid = c.relowner
-		WHERE c.oid = to_regclass($1)`, t.name.Quoted()).Scan(&schema, &name, &owner, &ownerSuper, &owned, &sel, &ins, &del)
+		WHERE c.oid = to_regclass($1)`, t.name.Quoted()).Scan(&schema, &name, &owner, &ownerSuper, &owned, &sel, &ins, &del, &ref)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil
 	}
@@ -318,6 +323,11 @@ func checkTable(ctx context.Context, pool *pgxpool.Pool, rf *roleFacts, t *table
 			for _, r := range t.rows {
 				missing.add(fmt.Sprintf("%s on table %s", list, table), r, fmt.Sprintf("GRANT %s ON TABLE %s TO %s;", list, table, me))
 			}
+		}
+	}
+	if !ref && !owned {
+		for _, r := range t.refs {
+			missing.add("REFERENCES on table "+table, r, fmt.Sprintf("GRANT REFERENCES ON TABLE %s TO %s;", table, me))
 		}
 	}
 	for _, r := range t.index {

@@ -357,6 +357,10 @@ func TestPrivilegeCheck(t *testing.T) {
 			setup:  "CREATE TABLE settings (key text PRIMARY KEY, value text); GRANT SELECT ON settings TO {role}",
 			source: "name: seed\noperations:\n  - bulk_insert:\n      table: settings\n      rows: [{key: a, value: b}]\n",
 			want:   []string{`GRANT INSERT, DELETE ON TABLE "public"."settings" TO {role};`}, wantNot: []string{"ownership", "REPLICATION"}},
+		{name: "foreign key without REFERENCES on the parent", attrs: "REPLICATION", grants: leastPrivilegeGrants, owner: true,
+			setup:  "CREATE TABLE parents (id bigint PRIMARY KEY); ALTER TABLE parents OWNER TO {other}",
+			source: "name: fk\noperations:\n  - add_foreign_key: {table: accounts, name: accounts_parent_fk, columns: [id], references: {table: parents, columns: [id]}}\n",
+			want:   []string{`GRANT REFERENCES ON TABLE "public"."parents" TO {role};`}, wantNot: []string{"ownership", "REPLICATION;"}},
 		{name: "nothing granted", grants: nil,
 			want: []string{`ALTER ROLE {role} REPLICATION;`, `GRANT CREATE ON DATABASE {db} TO {role};`, `GRANT CREATE ON SCHEMA "public" TO {role};`,
 				`GRANT pg_read_all_stats TO {role};`, `ownership of table "public"."accounts"`}},
@@ -374,7 +378,7 @@ func TestPrivilegeCheck(t *testing.T) {
 				t.Fatal(err)
 			}
 			q := pgx.Identifier{role.name}.Sanitize()
-			names := strings.NewReplacer("{role}", q, "{db}", pgx.Identifier{db}.Sanitize())
+			names := strings.NewReplacer("{role}", q, "{db}", pgx.Identifier{db}.Sanitize(), "{other}", pgx.Identifier{other.name}.Sanitize())
 			if tc.owner {
 				mustExec(t, admin, "ALTER TABLE accounts OWNER TO "+q)
 			}
