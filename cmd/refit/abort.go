@@ -38,8 +38,9 @@ in job_events naming it; check what it should have undone by hand.`,
 				case job.Phase == state.PhaseAborted:
 					fmt.Fprintf(a.out, "job %d (%s) is already aborted\n", job.ID, job.Name)
 					return nil
-				case !job.Phase.Abortable() || (job.ResumePhase != nil && !job.ResumePhase.Abortable()):
-					return fmt.Errorf("job %d (%s) is %s: contract has started, so it cannot be rolled back; fix forward with a new migration", job.ID, job.Name, job.Phase)
+				}
+				if err := worker.Abortable(job); err != nil {
+					return err
 				}
 				if force {
 					if err := store.SetForceAbort(ctx, job.ID, actor("abort")); err != nil {

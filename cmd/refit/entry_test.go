@@ -203,3 +203,42 @@ operations:
 		t.Fatalf("%d events name the skipped step, want 1", skipped)
 	}
 }
+
+// TestAbortAfterFailedValidate: a row that breaks a new CHECK, written
+// after the migration was validated, fails the job at VALIDATE (contract)
+// with the row named; no contract step committed, so `refit abort` still
+// rolls it back and the catalog is as before.
+func TestAbortAfterFailedValidate(t *testing.T) {
+	dsn, pool := newUsers(t, 500)
+	ctx := context.Background()
+	catalog := func() string {
+		var s string
+		if err := pool.QueryRow(ctx, `SELECT coalesce(string_agg(conname || ':' || convalidated::text, ',' ORDER BY conname), '')
+			FROM pg_constraint WHERE conrelid = 'users'::regclass`).Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	before := catalog()
+	f := writeFile(t, "check.yaml", `name: name_not_empty
+operations:
+  - add_check: {table: users, name: users_name_not_empty, expression: "full_name <> ''"}
+`)
+	if res := runRefit(t, nil, "submit", f, "--dsn", dsn, "--contract", "now"); res.code != 0 {
+		t.Fatalf("submit: exit %d\n%s", res.code, res.stderr)
+	}
+	var key int64
+	if err := pool.QueryRow(ctx, "INSERT INTO users (full_name, email) VALUES ('', 'x@example.com') RETURNING id").Scan(&key); err != nil {
+		t.Fatal(err)
+	}
+	res := runRefit(t, nil, "run", f, "--dsn", dsn)
+	if res.code != exitFailed || !strings.Contains(res.stderr, "users_name_not_empty") || !strings.Contains(res.stderr, fmt.Sprintf("(%d)", key)) {
+		t.Fatalf("run with a violating row: exit %d, want %d naming the constraint and key %d\n%s%s", res.code, exitFailed, key, res.stdout, res.stderr)
+	}
+	if res := runRefit(t, nil, "abort", "name_not_empty", "--dsn", dsn); res.code != 0 || !strings.Contains(res.stdout, "aborted") {
+		t.Fatalf("abort after the failed VALIDATE: exit %d\n%s%s", res.code, res.stdout, res.stderr)
+	}
+	if after := catalog(); after != before {
+		t.Fatalf("abort left constraints: before %q after %q", before, after)
+	}
+}
