@@ -567,8 +567,21 @@ func TestOpError(t *testing.T) {
 }
 
 func TestKinds(t *testing.T) {
-	want := []string{"add_column", "bulk_insert", "create_enum", "create_index", "drop_column", "sql"}
+	want := []string{"add_check", "add_column", "add_enum_value", "add_foreign_key", "add_primary_key", "add_unique",
+		"backfill", "bulk_insert", "create_enum", "create_index", "create_table", "drop_column", "drop_constraint",
+		"drop_default", "drop_index", "drop_not_null", "drop_table", "rename_constraint", "rename_table",
+		"set_comment", "set_default", "set_not_null", "sql"}
 	if got := migration.Kinds(); !reflect.DeepEqual(got, want) {
 		t.Errorf("Kinds() = %v, want %v", got, want)
+	}
+	// Every kind lives in its own file and goes through the lifecycle
+	// harness in a test file of its own.
+	for _, k := range migration.Kinds() {
+		if _, err := os.Stat("op_" + k + ".go"); err != nil {
+			t.Errorf("kind %s: %v", k, err)
+		}
+		if m, _ := filepath.Glob("../worker/op_" + k + "*_lifecycle_test.go"); len(m) == 0 {
+			t.Errorf("kind %s has no worker/op_%s_lifecycle_test.go", k, k)
+		}
 	}
 }
