@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/refit-dev/refit/backfill"
@@ -39,7 +40,7 @@ func NewMetrics() *Metrics {
 		held: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "refit_backfill_throttled_seconds_total",
 			Help: "Time backfill ranges waited on throttle signals, by signal (summed over parallel ranges)."}, []string{"target", "job", "reason"}),
 	}
-	m.reg.MustRegister(m.rows, m.batchDur, m.batchSize, m.held, prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	m.reg.MustRegister(m.rows, m.batchDur, m.batchSize, m.held, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

@@ -288,7 +288,7 @@ func (a *app) bench(ctx context.Context, rows, rate int, baseline, window time.D
 		return res, err
 	}
 	fmt.Fprintln(log, "bench: backfill with parallelism 2 (on a copy)")
-	p2 := fmt.Sprintf(`name: bench_parallel2
+	p2 := `name: bench_parallel2
 settings:
   backfill.parallelism: 2
 operations:
@@ -300,7 +300,7 @@ operations:
       table: users_p2
       column: {name: last_name, type: varchar(100)}
       up: substring(full_name from position(' ' in full_name) + 1)
-`)
+`
 	pm, err := migration.Parse("bench_parallel2.yaml", []byte(p2))
 	if err != nil {
 		return res, err
