@@ -416,8 +416,11 @@ operations:
 	if !strings.Contains(p.Expand[0].Lock, "on users") || !strings.Contains(p.Rollback[0].Lock, "on users") {
 		t.Errorf("locks %q / %q do not name the referenced table", p.Expand[0].Lock, p.Rollback[0].Lock)
 	}
+	// CREATE on its schema, and REFERENCES on the table its foreign key
+	// references (checked up front with the other privileges).
 	need := m.Operations[0].Needs()
-	if len(need) != 1 || need[0].Kind != migration.NeedSchemaCreate || need[0].Schema != "app" {
+	if len(need) != 2 || need[0].Kind != migration.NeedSchemaCreate || need[0].Schema != "app" ||
+		need[1].Kind != migration.NeedReferences || need[1].Table != (migration.TableName{Name: "users"}) {
 		t.Errorf("Needs() = %+v", need)
 	}
 }
