@@ -6,7 +6,7 @@ PKGS     ?= ./...
 # `make test` must stay well inside CI's limit on a 2-core machine.
 TEST_TIMEOUT ?= 20m
 
-.PHONY: all build test vet fmt-check demo bench clean
+.PHONY: all build test test-matrix vet fmt-check demo bench clean
 
 all: build
 
@@ -22,6 +22,34 @@ vet:
 
 test: fmt-check vet
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -p 1 $(PKGS)
+
+# The whole suite against each PostgreSQL major in turn, with the server
+# builds scripts/pg-fetch pins (fetched once into its cache), one summary
+# line and the wall time per version; fails if any version fails.
+# MATRIX_VERSIONS="16 17" selects majors, MATRIX_PKGS packages;
+# REFIT_TEST_DSN is not used here (each version's own throwaway servers).
+MATRIX_VERSIONS ?= 14 15 16 17 18
+MATRIX_PKGS     ?= $(PKGS)
+
+test-matrix: fmt-check vet
+	@bins=$$(scripts/pg-fetch $(MATRIX_VERSIONS)) || exit 1; \
+	set -- $$bins; summary=""; failed=""; begin=$$(date +%s); \
+	while [ $$# -ge 2 ]; do \
+	  major=$$1; bin=$$2; shift 2; \
+	  echo "=== PostgreSQL $$major: REFIT_PG_BIN=$$bin"; \
+	  start=$$(date +%s); \
+	  if REFIT_PG_BIN=$$bin REFIT_TEST_DSN= $(GO) test -count=1 -timeout $(TEST_TIMEOUT) -p 1 $(MATRIX_PKGS); \
+	  then result=ok; else result=FAIL; failed="$$failed $$major"; fi; \
+	  secs=$$(( $$(date +%s) - start )); \
+	  line=$$(printf 'PostgreSQL %-2s (%s) %-4s %dm%02ds' "$$major" "$$($$bin/postgres --version | sed 's/.* //')" \
+	    "$$result" $$((secs / 60)) $$((secs % 60))); \
+	  echo "=== $$line"; summary="$$summary$$line;"; \
+	done; \
+	secs=$$(( $$(date +%s) - begin )); \
+	echo "=== test-matrix ($(MATRIX_PKGS)):"; \
+	printf '%s' "$$summary" | tr ';' '\n' | sed 's/^/    /'; \
+	printf '    total %dm%02ds\n' $$((secs / 60)) $$((secs % 60)); \
+	if [ -n "$$failed" ]; then echo "=== test-matrix: FAILED on PostgreSQL$$failed"; exit 1; fi
 
 demo: build
 	./$(BIN) demo

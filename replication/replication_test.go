@@ -204,7 +204,7 @@ func TestCheckRequirements(t *testing.T) {
 	pool := newPool(t, dsn)
 
 	t.Run("shared cluster passes", func(t *testing.T) {
-		if err := replication.CheckRequirements(ctx, pool); err != nil {
+		if err := replication.CheckRequirements(ctx, pool, replication.JobOrigins(1)); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -227,7 +227,7 @@ func TestCheckRequirements(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer rpool.Close()
-		err = replication.CheckRequirements(ctx, rpool)
+		err = replication.CheckRequirements(ctx, rpool, replication.JobOrigins(1))
 		if err == nil || !strings.Contains(err.Error(), "REPLICATION privilege") || !strings.Contains(err.Error(), "ALTER ROLE") {
 			t.Fatalf("CheckRequirements as a role without REPLICATION: %v", err)
 		}
@@ -238,7 +238,7 @@ func TestCheckRequirements(t *testing.T) {
 		rpool.Close()
 		mustExec(t, pool, "ALTER ROLE "+role+" REPLICATION")
 		rpool2 := newPool(t, u.String())
-		if err := replication.CheckRequirements(ctx, rpool2); err != nil {
+		if err := replication.CheckRequirements(ctx, rpool2, replication.JobOrigins(1)); err != nil {
 			t.Fatalf("with REPLICATION granted: %v", err)
 		}
 	})
@@ -246,9 +246,11 @@ func TestCheckRequirements(t *testing.T) {
 
 // TestOtherClusters covers what needs other server settings, on two extra
 // clusters started side by side: wal_level=replica, and a logical cluster
-// with a single replication slot and prepared transactions enabled.
+// with a single replication slot and prepared transactions enabled (and, on
+// PostgreSQL 18+, three active replication origins).
 func TestOtherClusters(t *testing.T) {
 	ctx := context.Background()
+	major := pgtest.Shared(t).Version() // the same binaries
 	var replica, limited *pgtest.Cluster
 	var rerr, lerr error
 	start := time.Now()
@@ -260,8 +262,11 @@ func TestOtherClusters(t *testing.T) {
 	}()
 	go func() {
 		defer wg.Done()
-		limited, lerr = pgtest.Start(ctx, pgtest.Options{Settings: map[string]string{
-			"max_replication_slots": "1", "max_prepared_transactions": "5"}})
+		settings := map[string]string{"max_replication_slots": "1", "max_prepared_transactions": "5"}
+		if major >= 18 {
+			settings["max_active_replication_origins"] = "3"
+		}
+		limited, lerr = pgtest.Start(ctx, pgtest.Options{Settings: settings})
 	}()
 	wg.Wait()
 	for _, c := range []*pgtest.Cluster{replica, limited} {
@@ -280,7 +285,7 @@ func TestOtherClusters(t *testing.T) {
 
 	t.Run("wal_level=replica", func(t *testing.T) {
 		pool := newPool(t, replica.DSN("postgres"))
-		err := replication.CheckRequirements(ctx, pool)
+		err := replication.CheckRequirements(ctx, pool, replication.JobOrigins(1))
 		if err == nil || !strings.Contains(err.Error(), `wal_level is "replica"`) || !strings.Contains(err.Error(), "wal_level = logical") ||
 			!strings.Contains(err.Error(), "restart") {
 			t.Fatalf("CheckRequirements on wal_level=replica: %v", err)
@@ -335,12 +340,60 @@ func TestOtherClusters(t *testing.T) {
 		t.Logf("refused in %s: %v", took.Round(time.Microsecond), err)
 	})
 
+	t.Run("replication origins", func(t *testing.T) {
+		if limited.Version() < 18 {
+			// Bounded by max_replication_slots there, not checked.
+			if err := replication.CheckRequirements(ctx, pool, 100); err != nil {
+				t.Fatalf("origins checked before PostgreSQL 18: %v", err)
+			}
+			return
+		}
+		// max_active_replication_origins = 3 (PostgreSQL 18+).
+		if err := replication.CheckRequirements(ctx, pool, 3); err != nil {
+			t.Fatalf("3 origins of 3: %v", err)
+		}
+		err := replication.CheckRequirements(ctx, pool, replication.JobOrigins(3))
+		if err == nil || !strings.Contains(err.Error(), "max_active_replication_origins is 3") || !strings.Contains(err.Error(), "needs 4") ||
+			!strings.Contains(err.Error(), "backfill.parallelism") {
+			t.Fatalf("4 origins of 3: %v", err)
+		}
+		t.Logf("error: %v", err)
+		jobID := nextJobID()
+		dropAtEnd(t, pool, jobID)
+		mustExec(t, pool, "SELECT pg_replication_origin_create('someone_elses')")
+		t.Cleanup(func() { mustExec(t, pool, "SELECT pg_replication_origin_drop('someone_elses')") })
+		mustExec(t, pool, "SELECT pg_replication_origin_create($1)", replication.OriginName(jobID, "apply"))
+		if err := replication.CheckRequirements(ctx, pool, 3); err == nil {
+			t.Fatal("another's origin did not count")
+		}
+		// The job's own origins are part of what it needs.
+		if err := replication.CheckRequirements(ctx, pool, 2, jobID); err != nil {
+			t.Fatalf("the job's own origin counted against it: %v", err)
+		}
+		if err := replication.CheckRequirements(ctx, pool, 2); err == nil {
+			t.Fatal("without a job, its origin did not count")
+		}
+		// A role that may not use origins runs untagged and needs none.
+		role := fmt.Sprintf("refit_noorigin_%d", nextJobID())
+		mustExec(t, pool, "CREATE ROLE "+role+" LOGIN REPLICATION")
+		t.Cleanup(func() { mustExec(t, pool, "DROP ROLE "+role) })
+		u, err := url.Parse(dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		u.User = url.User(role)
+		rpool := newPool(t, u.String())
+		if err := replication.CheckRequirements(ctx, rpool, 100); err != nil {
+			t.Fatalf("a role without the origin functions: %v", err)
+		}
+	})
+
 	t.Run("all slots in use", func(t *testing.T) {
-		if err := replication.CheckRequirements(ctx, pool); err != nil {
+		if err := replication.CheckRequirements(ctx, pool, replication.JobOrigins(1)); err != nil {
 			t.Fatalf("with a free slot: %v", err)
 		}
 		mustExec(t, pool, "SELECT pg_create_logical_replication_slot('someone_else', 'pgoutput')")
-		err := replication.CheckRequirements(ctx, pool)
+		err := replication.CheckRequirements(ctx, pool, replication.JobOrigins(1))
 		if err == nil || !strings.Contains(err.Error(), "all 1 replication slots are in use") || !strings.Contains(err.Error(), "max_replication_slots") {
 			t.Fatalf("CheckRequirements with every slot used: %v", err)
 		}
@@ -354,10 +407,10 @@ func TestOtherClusters(t *testing.T) {
 		if created, err := replication.EnsureSlot(ctx, pool, jobID, 5*time.Second); err != nil || !created {
 			t.Fatalf("EnsureSlot: %v %v", created, err)
 		}
-		if err := replication.CheckRequirements(ctx, pool, jobID); err != nil {
+		if err := replication.CheckRequirements(ctx, pool, replication.JobOrigins(1), jobID); err != nil {
 			t.Fatalf("the job's own slot counted against it: %v", err)
 		}
-		if err := replication.CheckRequirements(ctx, pool); err == nil {
+		if err := replication.CheckRequirements(ctx, pool, replication.JobOrigins(1)); err == nil {
 			t.Fatal("without a job, the last slot in use was not reported")
 		}
 	})
@@ -1171,8 +1224,13 @@ func TestApplySQLQuotesIdentifiers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cols := columns[target.Table.String()]; strings.Join(cols, "|") != `Key Col|we"ird` {
-		t.Fatalf("published columns %q, want the key", cols)
+	// Column lists are PostgreSQL 15+; before, the whole row is published.
+	want := `Key Col|we"ird`
+	if pgtest.Shared(t).Version() < 15 {
+		want = ""
+	}
+	if cols, ok := columns[target.Table.String()]; strings.Join(cols, "|") != want || ok != (want != "") {
+		t.Fatalf("published columns %q (listed: %v), want %q", cols, ok, want)
 	}
 	mustExec(t, pool, replication.PublicationSQL(jobID, []migration.TableName{target.Table}, columns))
 	if _, err := replication.EnsureSlot(ctx, pool, jobID, 5*time.Second); err != nil {

@@ -129,15 +129,63 @@ type Querier interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 }
 
+// MinServerVersion is the oldest PostgreSQL refit runs on (as
+// server_version_num): 14 brought the logical decoding messages of the
+// contract drain to pgoutput.
+const MinServerVersion = 140000
+
+// CheckServerVersion refuses a server older than MinServerVersion. Every
+// connection refit opens to a target is checked (see worker.Connect), so a
+// refused server is refused before refit creates anything on it.
+func CheckServerVersion(ctx context.Context, q Querier) error {
+	var version int
+	if err := q.QueryRow(ctx, "SELECT current_setting('server_version_num')::int").Scan(&version); err != nil {
+		return fmt.Errorf("check the server version: %w", err)
+	}
+	if version < MinServerVersion {
+		return errors.New(versionProblem(version))
+	}
+	return nil
+}
+
+func versionProblem(version int) string {
+	return fmt.Sprintf("PostgreSQL %s: refit needs %d or newer (logical decoding messages for the contract drain)",
+		versionString(version), MinServerVersion/10000)
+}
+
+// versionString renders a server_version_num: 90624 is 9.6.24, 130012 is
+// 13.12.
+func versionString(num int) string {
+	if num >= 100000 {
+		return fmt.Sprintf("%d.%d", num/10000, num%10000)
+	}
+	return fmt.Sprintf("%d.%d.%d", num/10000, num/100%100, num%100)
+}
+
+// JobOrigins is the number of replication origins a job holds at most when
+// its backfill runs with the given parallelism: one per backfill range (a
+// table is split into at most that many ranges, and the ranges of every
+// table share their origins: refit_j<id>_b<range>) and one for the apply
+// session (refit_j<id>_apply). Each keeps its replication state until the
+// job drops its origins at the end.
+func JobOrigins(parallelism int) int { return max(parallelism, 1) + 1 }
+
 // CheckRequirements verifies, up front, what logical replication needs and
-// says exactly what to change. The slots of the given jobs (in this
-// database) do not count as used: a job that already has its slot needs no
-// new one, so a retried job is not refused because its own slot took the
-// last free one.
-func CheckRequirements(ctx context.Context, q Querier, jobIDs ...int64) error {
+// says exactly what to change. The slots and replication origins of the
+// given jobs (in this database) do not count as used: a job that already
+// has its slot needs no new one, so a retried job is not refused because
+// its own slot took the last free one. origins is the number of
+// replication origins the job will use (JobOrigins); on PostgreSQL 18+,
+// where max_active_replication_origins bounds them, it must fit next to
+// every other origin of the cluster (each holds a replication state once it
+// has been used, until it is dropped). A role that may not use origins
+// (MissingOriginFunctions) needs none: its writes run untagged.
+func CheckRequirements(ctx context.Context, q Querier, origins int, jobIDs ...int64) error {
 	own := make([]string, len(jobIDs))
+	ownOrigins := make([]string, len(jobIDs))
 	for i, id := range jobIDs {
 		own[i] = SlotName(id)
+		ownOrigins[i] = fmt.Sprintf("%sj%d\\_%%", originPrefix, id)
 	}
 	var walLevel string
 	var version, maxSlots, usedSlots, maxSenders, usedSenders int
@@ -151,12 +199,12 @@ func CheckRequirements(ctx context.Context, q Querier, jobIDs ...int64) error {
 	if err != nil {
 		return fmt.Errorf("check replication settings: %w", err)
 	}
+	if version < MinServerVersion {
+		return errors.New(versionProblem(version)) // nothing below is worth checking
+	}
 	var problems []string
 	if walLevel != "logical" {
 		problems = append(problems, fmt.Sprintf("wal_level is %q: set wal_level = logical in postgresql.conf (or ALTER SYSTEM SET wal_level = logical) and restart PostgreSQL", walLevel))
-	}
-	if version < 140000 {
-		problems = append(problems, fmt.Sprintf("PostgreSQL %d.%d: refit needs 14 or newer (logical decoding messages for the contract drain)", version/10000, version%10000/100))
 	}
 	if usedSlots >= maxSlots {
 		problems = append(problems, fmt.Sprintf("all %d replication slots are in use: raise max_replication_slots (restart) or drop unused slots (SELECT slot_name, active FROM pg_replication_slots)", maxSlots))
@@ -167,10 +215,46 @@ func CheckRequirements(ctx context.Context, q Querier, jobIDs ...int64) error {
 	if !canReplicate {
 		problems = append(problems, "the refit role has no REPLICATION privilege: ALTER ROLE <refit role> REPLICATION (Amazon RDS/Aurora: GRANT rds_replication TO <refit role>)")
 	}
+	if version >= 180000 && origins > 0 {
+		problem, err := checkOriginCapacity(ctx, q, origins, ownOrigins)
+		if err != nil {
+			return err
+		}
+		if problem != "" {
+			problems = append(problems, problem)
+		}
+	}
 	if len(problems) > 0 {
 		return fmt.Errorf("logical replication is not available:\n  - %s", strings.Join(problems, "\n  - "))
 	}
 	return nil
+}
+
+// checkOriginCapacity reports a problem when the job's origins do not fit
+// in max_active_replication_origins (PostgreSQL 18+) next to the cluster's
+// other origins (those not matching ownOrigins, LIKE patterns of the job's
+// own). Every origin is counted as holding a
+// replication state, as it does once used: the exact view
+// (pg_replication_origin_status) is for superusers only.
+func checkOriginCapacity(ctx context.Context, q Querier, origins int, ownOrigins []string) (string, error) {
+	missing, err := MissingOriginFunctions(ctx, q)
+	if err != nil || len(missing) > 0 {
+		return "", err // untagged: the job creates no origin
+	}
+	var maxOrigins, others int
+	err = q.QueryRow(ctx, `SELECT current_setting('max_active_replication_origins')::int,
+		(SELECT count(*) FROM pg_catalog.pg_replication_origin WHERE NOT roname LIKE ANY ($1::text[]))::int`, ownOrigins).
+		Scan(&maxOrigins, &others)
+	if err != nil {
+		return "", fmt.Errorf("check replication origins: %w", err)
+	}
+	if others+origins <= maxOrigins {
+		return "", nil
+	}
+	return fmt.Sprintf("max_active_replication_origins is %d: the job needs %d replication origins "+
+		"(one per backfill range, see backfill.parallelism, and one for the sync's apply) and %d others exist: "+
+		"raise max_active_replication_origins (restart), lower backfill.parallelism, or drop unused origins (SELECT roname FROM pg_replication_origin)",
+		maxOrigins, origins, others), nil
 }
 
 // canReplicateSQL is true when the current role may create and stream

@@ -9,11 +9,13 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/refit-dev/refit/replication"
 	"github.com/refit-dev/refit/sqlstate"
 )
 
-// Connect opens refit's pool to a target database. Every session gets the
-// settings in SessionDefaults.
+// Connect opens refit's pool to a target database, refusing a server older
+// than refit supports (replication.CheckServerVersion) before anything is
+// created on it. Every session gets the settings in SessionDefaults.
 func Connect(ctx context.Context, dsn string, maxConns int32) (*pgxpool.Pool, error) {
 	pc, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
@@ -36,6 +38,10 @@ func Connect(ctx context.Context, dsn string, maxConns int32) (*pgxpool.Pool, er
 		return nil, err
 	}
 	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	if err := replication.CheckServerVersion(ctx, pool); err != nil {
 		pool.Close()
 		return nil, err
 	}

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/refit-dev/refit/internal/pgtest"
 	"github.com/refit-dev/refit/migration"
 	"github.com/refit-dev/refit/replication"
 	"github.com/refit-dev/refit/state"
@@ -119,6 +120,16 @@ const accountsSchema = `
 	CREATE TABLE accounts (id bigint PRIMARY KEY, email text NOT NULL);
 	INSERT INTO accounts SELECT i, 'User' || i || '@Example.com' FROM generate_series(1, 20000) i;
 	ANALYZE accounts;`
+
+// publicCreateAsPG15 gives schema public the privileges PostgreSQL 15+
+// starts with (no CREATE for PUBLIC) on older servers, where every role may
+// create in it: for the tests of a role without CREATE on the schema.
+func publicCreateAsPG15(t *testing.T, admin *pgxpool.Pool) {
+	t.Helper()
+	if pgtest.Shared(t).Version() < 15 {
+		mustExec(t, admin, "REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+	}
+}
 
 const accountsMigration = `name: lower_email
 operations:
@@ -370,6 +381,7 @@ func TestPrivilegeCheck(t *testing.T) {
 			ctx := context.Background()
 			admin := newPool(t)
 			mustExec(t, admin, accountsSchema)
+			publicCreateAsPG15(t, admin)
 			other := createRole(t, admin, "app", "")
 			mustExec(t, admin, "ALTER TABLE accounts OWNER TO "+pgx.Identifier{other.name}.Sanitize())
 			role := createRole(t, admin, "refit", tc.attrs, tc.grants...)
@@ -486,6 +498,7 @@ func TestPrivilegeCheckSQLSubmitted(t *testing.T) {
 	ctx := context.Background()
 	admin := newPool(t)
 	mustExec(t, admin, accountsSchema)
+	publicCreateAsPG15(t, admin)
 	// Everything documented but CREATE on schema public (the index).
 	role := createRole(t, admin, "app_owner", "REPLICATION", leastPrivilegeGrants[0], leastPrivilegeGrants[2])
 	q := pgx.Identifier{role.name}.Sanitize()

@@ -141,7 +141,7 @@ func checkReplication(ctx context.Context, pool *pgxpool.Pool, plan *migration.P
 	if err != nil || len(tgts) == 0 {
 		return err
 	}
-	if err := replication.CheckRequirements(ctx, pool); err != nil {
+	if err := replication.CheckRequirements(ctx, pool, replication.JobOrigins(1)); err != nil { // one range at least; the runner checks the job's parallelism
 		return err
 	}
 	tables := make([]migration.TableName, len(tgts))

@@ -66,7 +66,7 @@ func targets(plan *migration.Plan, facts *migration.Facts) ([]replication.Target
 // backfill progress, that progress no longer covers the gap, so the
 // backfill starts over (cheaply: rows already right are only read).
 func (r *Runner) prepareReplication(ctx context.Context, log *zap.Logger, job *state.Job, tgts []replication.Target) error {
-	if err := replication.CheckRequirements(ctx, r.Pool, job.ID); err != nil {
+	if err := replication.CheckRequirements(ctx, r.Pool, replication.JobOrigins(r.tuned.Load().bf.Parallelism), job.ID); err != nil {
 		return err
 	}
 	tables := make([]migration.TableName, len(tgts))

@@ -10,7 +10,9 @@
 //
 // Binaries are looked up in this order: the directory named by the
 // REFIT_PG_BIN environment variable; `pg_config --bindir`; the highest
-// version of /usr/lib/postgresql/*/bin.
+// version of /usr/lib/postgresql/*/bin. scripts/pg-fetch provides server
+// builds of every supported major (14-18) for REFIT_PG_BIN; they lack the
+// client programs, which this package does without (see StartStandby).
 //
 // When the calling process runs as root, PostgreSQL refuses to start, so
 // initdb and postgres are run as the unprivileged OS user "postgres" (or
@@ -97,10 +99,11 @@ const (
 	logTailBytes  = 4096
 )
 
-// defaultSettings are written to postgresql.conf of every cluster.
+// defaultSettings are written to postgresql.conf of every cluster of major
+// version major (settings a version does not know are refused by it).
 // synchronous_commit stays on: callers rely on commit flush behaviour.
-func defaultSettings() map[string]string {
-	return map[string]string{
+func defaultSettings(major int) map[string]string {
+	s := map[string]string{
 		"wal_level":             "logical",
 		"max_replication_slots": "32",
 		"max_wal_senders":       "32",
@@ -111,6 +114,14 @@ func defaultSettings() map[string]string {
 		"shared_buffers":        "128MB",
 		"logging_collector":     "off",
 	}
+	if major >= 18 {
+		// Before 18 the replication origins in use were bounded by
+		// max_replication_slots; 18 bounds them by this setting (default
+		// 10). Every refit job of the tests' shared cluster holds one per
+		// backfill range and one for its apply until it ends.
+		s["max_active_replication_origins"] = "64"
+	}
+	return s
 }
 
 // Start creates a fresh cluster with initdb and starts postgres on a free
@@ -123,12 +134,9 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	}
 	begin := time.Now()
 
-	settings := defaultSettings()
-	for k, v := range opts.Settings {
-		settings[k] = v
-	}
-	conf, err := renderConf(settings)
-	if err != nil {
+	// Checked before anything is started; rendered with the defaults of
+	// the server's version once initdb has written it.
+	if _, err := renderConf(opts.Settings); err != nil {
 		return nil, err
 	}
 
@@ -154,6 +162,18 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	}()
 
 	if err := c.initdb(ctx, cred); err != nil {
+		return nil, err
+	}
+	major, err := c.dataVersion()
+	if err != nil {
+		return nil, err
+	}
+	settings := defaultSettings(major)
+	for k, v := range opts.Settings {
+		settings[k] = v
+	}
+	conf, err := renderConf(settings)
+	if err != nil {
 		return nil, err
 	}
 	if err := appendFile(filepath.Join(c.dataDir, "postgresql.conf"), conf); err != nil {
@@ -404,6 +424,19 @@ func (c *Cluster) initdb(ctx context.Context, cred *syscall.Credential) error {
 	}
 	c.log.Debug("pgtest: initdb done", zap.Duration("took", time.Since(begin)))
 	return nil
+}
+
+// dataVersion is the major version initdb wrote to the data directory.
+func (c *Cluster) dataVersion() (int, error) {
+	b, err := os.ReadFile(filepath.Join(c.dataDir, "PG_VERSION"))
+	if err != nil {
+		return 0, fmt.Errorf("pgtest: %w", err)
+	}
+	major, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return 0, fmt.Errorf("pgtest: PG_VERSION: %w", err)
+	}
+	return major, nil
 }
 
 // startServer starts postgres on a fresh port and waits until it accepts
