@@ -27,7 +27,8 @@ type lifecycleCase struct {
 	schema string // SQL run first in a fresh database
 	ops    string // the operations, as YAML list items (the text after "operations:")
 	// writer holds statements the application runs in a loop, one per
-	// transaction, in turn, during the second run's backfill and window; $1
+	// transaction, in turn, from the end of the second run's expand through
+	// its backfill and window; $1
 	// (if used) is an increasing bigint, unique per execution. The
 	// application must never see an error.
 	writer []string
@@ -127,7 +128,16 @@ func runLifecycle(t *testing.T, tc lifecycleCase) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	app := startWriter(t, pool, tc.writer)
+	// The application writes from the end of expand on: during the
+	// backfill and the window, against the expanded shape (a writer of the
+	// new version may rely on it, e.g. NULLs after drop_not_null).
+	expanded := make(chan struct{})
+	var once sync.Once
+	r.OnPhase = func(_ *state.Job, ph state.Phase) {
+		if ph >= state.PhaseBackfilling {
+			once.Do(func() { close(expanded) })
+		}
+	}
 	r.StopAtWindow = false
 	r.GatePoll = 100 * time.Millisecond
 	done := make(chan error, 1)
@@ -138,6 +148,14 @@ func runLifecycle(t *testing.T, tc lifecycleCase) {
 		}
 		done <- err
 	}()
+	select {
+	case <-expanded:
+	case err := <-done:
+		t.Fatalf("second run ended before its backfill: %v", err)
+	case <-time.After(2 * time.Minute):
+		t.Fatal("the second run never reached its backfill")
+	}
+	app := startWriter(t, pool, tc.writer)
 	waitPhase(t, r.Store, sub.Job.ID, state.PhaseSyncing, 2*time.Minute)
 	app.waitWrites(t, 20)
 	writes, appErr := app.stop()
