@@ -76,7 +76,7 @@ func (c *IndexColumn) UnmarshalYAML(n *yaml.Node) error {
 		return nil
 	case yaml.MappingNode:
 	default:
-		c.problem = &fieldError{msg: "a column is a name or a mapping {" + strings.Join(indexColumnFields, ", ") + "}"}
+		c.problem = &fieldError{msg: "a column is a name or a mapping {" + strings.Join(indexColumnFields, ", ") + "}", line: n.Line}
 		return nil
 	}
 	c.mapping = true
@@ -97,16 +97,16 @@ func (c *IndexColumn) UnmarshalYAML(n *yaml.Node) error {
 		case "nulls":
 			dst = &c.Nulls
 		default:
-			c.problem = &fieldError{field: "." + k.Value, msg: "unknown field (known fields: " + strings.Join(indexColumnFields, ", ") + ")"}
+			c.problem = &fieldError{field: "." + k.Value, msg: "unknown field (known fields: " + strings.Join(indexColumnFields, ", ") + ")", line: k.Line}
 			return nil
 		}
 		if seen[k.Value] {
-			c.problem = &fieldError{field: "." + k.Value, msg: "given twice"}
+			c.problem = &fieldError{field: "." + k.Value, msg: "given twice", line: k.Line}
 			return nil
 		}
 		seen[k.Value] = true
 		if v.Kind != yaml.ScalarNode {
-			c.problem = &fieldError{field: "." + k.Value, msg: "must be a string"}
+			c.problem = &fieldError{field: "." + k.Value, msg: "must be a string", line: v.Line}
 			return nil
 		}
 		if v.ShortTag() != "!!null" {
@@ -127,7 +127,7 @@ func (c *IndexColumn) field(j int, sub string) string {
 
 func (c *IndexColumn) validate(j int) error {
 	if c.problem != nil {
-		return fieldErr(fmt.Sprintf("columns[%d]", j)+c.problem.field, "%s", c.problem.msg)
+		return &fieldError{field: fmt.Sprintf("columns[%d]", j) + c.problem.field, msg: c.problem.msg, line: c.problem.line}
 	}
 	if err := validIdentField(c.field(j, "name"), c.Name); err != nil {
 		return err
@@ -305,7 +305,7 @@ const minNullsNotDistinct = 150000
 
 func (o *CreateIndex) inspect(ctx context.Context, in *inspector, i int) error {
 	if o.NullsNotDistinct && in.facts.ServerVersion < minNullsNotDistinct {
-		return in.m.OpError(i, "nulls_not_distinct", "NULLS NOT DISTINCT needs PostgreSQL 15 or newer; the server is %d.%d", in.facts.ServerVersion/10000, in.facts.ServerVersion%10000/100)
+		return in.m.OpError(i, "nulls_not_distinct", "NULLS NOT DISTINCT needs PostgreSQL 15 or newer; the server is %d.%d", in.facts.ServerVersion/10000, in.facts.ServerVersion%10000)
 	}
 	tf, shadow, err := in.table(ctx, i, o.Table)
 	if err != nil {
@@ -330,6 +330,17 @@ func (o *CreateIndex) inspect(ctx context.Context, in *inspector, i int) error {
 	if exists {
 		return in.m.OpError(i, "name", "a relation named %s already exists", o.Name)
 	}
+	// Another operation may build one of that name after the backfill
+	// too, on the same table spelled another way or on another table of
+	// the schema: the later build would find it and be skipped.
+	key := TableName{Schema: tf.Name.Schema, Name: o.Name}.String()
+	if j, dup := in.indexes[key]; dup {
+		return in.m.OpError(i, "name", "index %s is also created by operations[%d] (index names are unique per schema)", o.Name, j)
+	}
+	if in.indexes == nil {
+		in.indexes = map[string]int{}
+	}
+	in.indexes[key] = i
 	if o.Method != "" {
 		var ok bool
 		if err := in.tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_am WHERE amname = $1 AND amtype = 'i')", o.Method).Scan(&ok); err != nil {

@@ -1,6 +1,10 @@
 package worker_test
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/refit-dev/refit/internal/pgtest"
+)
 
 // productsSchema is the table the create_index lifecycle cases index: some
 // vendors are NULL, every sku is unique.
@@ -19,6 +23,12 @@ var productsWriter = []string{
 }
 
 func TestLifecycleCreateIndex(t *testing.T) {
+	// NULLS NOT DISTINCT exists from PostgreSQL 15 on (refused before: see
+	// TestCreateIndexNullsNotDistinctNeedsPG15).
+	nullsNotDistinct, nullsNotDistinctDef := "", ""
+	if pgtest.Shared(t).Version() >= 15 {
+		nullsNotDistinct, nullsNotDistinctDef = "\n      nulls_not_distinct: true", " NULLS NOT DISTINCT"
+	}
 	for _, tc := range []lifecycleCase{
 		{name: "opclass, order, include, with, nulls not distinct", schema: productsSchema, writer: productsWriter, data: []string{"products"}, abortBackfill: true, ops: `
   - create_index:
@@ -36,13 +46,12 @@ func TestLifecycleCreateIndex(t *testing.T) {
       name: products_vendor_sku_key
       table: products
       columns: [vendor, sku]
-      unique: true
-      nulls_not_distinct: true
+      unique: true` + nullsNotDistinct + `
       with: {deduplicate_items: off}`,
 			done: `SELECT array_agg(pg_get_indexdef(indexrelid) || ' ' || indisvalid ORDER BY indexrelid::regclass::text) = ARRAY[
 					'CREATE INDEX products_name_desc ON public.products USING btree (name DESC NULLS LAST, id) WHERE (price > (10)::numeric) true',
 					'CREATE INDEX products_sku_pattern ON public.products USING btree (sku text_pattern_ops) INCLUDE (price) WITH (fillfactor=''80'') true',
-					'CREATE UNIQUE INDEX products_vendor_sku_key ON public.products USING btree (vendor, sku) NULLS NOT DISTINCT WITH (deduplicate_items=off) true']
+					'CREATE UNIQUE INDEX products_vendor_sku_key ON public.products USING btree (vendor, sku)` + nullsNotDistinctDef + ` WITH (deduplicate_items=off) true']
 				FROM pg_index WHERE indrelid = 'products'::regclass AND NOT indisprimary`},
 		{name: "on a column the migration adds", schema: productsSchema, writer: productsWriter, data: []string{"products"}, ops: `
   - add_column:
