@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"regexp"
+	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -24,7 +26,8 @@ func decode(file string, data []byte) (*Migration, error) {
 		if errors.Is(err, io.EOF) {
 			return nil, &Error{File: file, Op: -1, Msg: "the file is empty"}
 		}
-		return nil, &Error{File: file, Op: -1, Msg: "not valid YAML or JSON: " + err.Error()}
+		line, msg := yamlErrorLine(err.Error())
+		return nil, &Error{File: file, Op: -1, Line: line, Msg: "not valid YAML or JSON: " + msg}
 	}
 	if doc.Kind != yaml.DocumentNode || len(doc.Content) != 1 || doc.Content[0].Kind != yaml.MappingNode {
 		return nil, &Error{File: file, Op: -1, Msg: "the top level must be a mapping with name and operations"}
@@ -107,7 +110,11 @@ func decodeOperation(file string, i int, n *yaml.Node) (Operation, error) {
 		return nil, &Error{File: file, Op: i, Kind: kind, Field: field, Line: line, Msg: msg}
 	}
 	if err := body.Decode(op); err != nil {
-		return nil, &Error{File: file, Op: i, Kind: kind, Line: body.Line, Msg: cleanYAMLError(err)}
+		line, msg := yamlErrorLine(cleanYAMLError(err))
+		if line == 0 {
+			line = body.Line
+		}
+		return nil, &Error{File: file, Op: i, Kind: kind, Line: line, Msg: msg}
 	}
 	if pd, ok := op.(postDecoder); ok {
 		pd.afterDecode(body)
@@ -129,6 +136,7 @@ func checkKnownFields(n *yaml.Node, t reflect.Type, prefix string) (field string
 		fields[name] = f.Type
 		names = append(names, name)
 	}
+	seen := map[string]int{}
 	for i := 0; i < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
 		ft, ok := fields[k.Value]
@@ -139,6 +147,10 @@ func checkKnownFields(n *yaml.Node, t reflect.Type, prefix string) (field string
 		if !ok {
 			return path, k.Line, fmt.Sprintf("unknown field (known fields: %s)", strings.Join(names, ", "))
 		}
+		if line, dup := seen[k.Value]; dup {
+			return path, k.Line, fmt.Sprintf("given twice (also on line %d)", line)
+		}
+		seen[k.Value] = k.Line
 		for ft.Kind() == reflect.Pointer {
 			ft = ft.Elem()
 		}
@@ -146,9 +158,36 @@ func checkKnownFields(n *yaml.Node, t reflect.Type, prefix string) (field string
 			if f, l, m := checkKnownFields(v, ft, path); m != "" {
 				return f, l, m
 			}
+			continue
+		}
+		// A value of the wrong type (a list where a string belongs, a word
+		// where a boolean does) is reported with its field and its line.
+		if err := v.Decode(reflect.New(ft).Interface()); err != nil {
+			l, m := yamlErrorLine(cleanYAMLError(err))
+			if l == 0 {
+				l = v.Line
+			}
+			return path, l, m
 		}
 	}
 	return "", 0, ""
+}
+
+// yamlLineRe matches the line yaml.v3 puts in front of its messages.
+var yamlLineRe = regexp.MustCompile(`^(?:yaml: )?line (\d+): `)
+
+// yamlErrorLine splits yaml.v3's "yaml: line N: message" (or "line N:
+// message") into N and the message, so the line is reported as file:N.
+func yamlErrorLine(msg string) (int, string) {
+	m := yamlLineRe.FindStringSubmatch(msg)
+	if m == nil {
+		return 0, strings.TrimPrefix(msg, "yaml: ")
+	}
+	line, err := strconv.Atoi(m[1])
+	if err != nil {
+		return 0, msg
+	}
+	return line, msg[len(m[0]):]
 }
 
 func cleanYAMLError(err error) string {

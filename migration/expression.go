@@ -4,7 +4,9 @@ import "strings"
 
 // singleExpression rejects text that is clearly not one SQL expression: a
 // statement separator, a comment or an unbalanced parenthesis outside
-// literals, or an unterminated literal. The database-side check (a prepared
+// literals, an unterminated literal, or an identifier longer than 63 bytes
+// (PostgreSQL would truncate it, so it could name another object whose
+// name is its first 63 bytes). The database-side check (a prepared
 // statement embedding the expression) catches the rest; this pass gives the
 // clearer message for the common mistakes.
 //
@@ -44,6 +46,9 @@ func singleExpression(field, s string) error {
 				i = end
 				continue
 			}
+			if j-i > maxIdentLen {
+				return fieldErr(field, "identifier %q is longer than %d bytes: PostgreSQL would truncate it", s[i:j], maxIdentLen)
+			}
 			i = j
 		case c >= '0' && c <= '9':
 			j := i + 1
@@ -58,6 +63,11 @@ func singleExpression(field, s string) error {
 			end, ok := skipQuoted(s, i, false)
 			if !ok {
 				return fieldErr(field, "unterminated quote in %q", s)
+			}
+			// A quoted identifier (not a U&"…" one, whose escapes make it
+			// shorter) is truncated like any other.
+			if name := strings.ReplaceAll(s[i+1:end-1], `""`, `"`); c == '"' && len(name) > maxIdentLen && !unicodeEscaped(s, i) {
+				return fieldErr(field, "identifier %q is longer than %d bytes: PostgreSQL would truncate it", name, maxIdentLen)
 			}
 			i = end
 		case c == '$':
@@ -101,6 +111,11 @@ func singleExpression(field, s string) error {
 		return fieldErr(field, "unbalanced parentheses in %q", s)
 	}
 	return nil
+}
+
+// unicodeEscaped reports whether the quote at s[i] opens a U&'…' or U&"…".
+func unicodeEscaped(s string, i int) bool {
+	return i >= 2 && s[i-1] == '&' && (s[i-2] == 'u' || s[i-2] == 'U') && (i == 2 || !isIdentCont(s[i-3]))
 }
 
 // skipQuoted returns the index just past the literal or quoted identifier

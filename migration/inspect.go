@@ -132,6 +132,10 @@ type inspector struct {
 	attrs   map[string]map[string]attrInfo
 	nshadow int
 	late    bool // checking the operations that run after all others
+	// indexes maps the indexes the migration builds after its backfill
+	// (they exist only on shadows during validation), "schema.name" as
+	// the database resolves them, to the operation that builds each.
+	indexes map[string]int
 }
 
 // attrInfo is what bulk_insert needs to know about an existing column.

@@ -172,7 +172,7 @@ func (m *Migration) opError(i int, err error) error {
 	e := &Error{File: m.File, Op: i, Kind: m.Operations[i].Kind(), Msg: err.Error()}
 	var fe *fieldError
 	if errors.As(err, &fe) {
-		e.Field, e.Msg = fe.field, fe.msg
+		e.Field, e.Msg, e.Line = fe.field, fe.msg, fe.line
 	}
 	return e
 }
@@ -184,6 +184,7 @@ func (m *Migration) OpError(i int, field, format string, args ...any) error {
 
 type fieldError struct {
 	field, msg string
+	line       int // the line of the file it is about, when decoding knew it
 }
 
 func (e *fieldError) Error() string { return fmt.Sprintf("field %q: %s", e.field, e.msg) }

@@ -57,7 +57,7 @@ func TestAddEnumValueParseInvalid(t *testing.T) {
 		{"unknown field", `
   - add_enum_value: {enum: mood, value: a, afer: ok}`, 0, "afer", []string{"unknown field", "before", "after"}},
 		{"value that is a list", `
-  - add_enum_value: {enum: mood, value: [a]}`, 0, "", []string{"add_enum_value"}},
+  - add_enum_value: {enum: mood, value: [a]}`, 0, "value", []string{"add_enum_value"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

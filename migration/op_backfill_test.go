@@ -65,7 +65,7 @@ func TestParseBackfillInvalid(t *testing.T) {
 		{"expression with unbalanced parentheses", `{table: t, set: {a: "1) + (2"}}`, "set.a", []string{"unbalanced"}},
 		{"where with a second statement", `{table: t, set: {a: "1"}, where: "true; DELETE FROM t"}`, "where", []string{"one SQL expression"}},
 		{"where with unterminated quote", `{table: t, set: {a: "1"}, where: "a = 'x"}`, "where", []string{"unterminated"}},
-		{"set is a list", `{table: t, set: [a]}`, "", []string{"cannot unmarshal"}},
+		{"set is a list", `{table: t, set: [a]}`, "set", []string{"cannot unmarshal"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

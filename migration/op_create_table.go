@@ -115,7 +115,7 @@ func (k *listItemKey) err(prefix string) error {
 	if k == nil {
 		return nil
 	}
-	return fieldErr(prefix+"."+k.field, "%s (line %d)", k.msg, k.line)
+	return &fieldError{field: prefix + "." + k.field, msg: k.msg, line: k.line}
 }
 
 // UnmarshalYAML decodes a column, remembering an unknown key.

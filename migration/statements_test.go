@@ -15,7 +15,7 @@ func TestSplitStatements(t *testing.T) {
 		{"SELECT ';'; SELECT \";\"", []string{"SELECT ';'", "SELECT \";\""}},
 		{"SELECT E'\\';'; SELECT 2", []string{"SELECT E'\\';'", "SELECT 2"}},
 		{"SELECT $$;$$; SELECT $a$ ; $a$", []string{"SELECT $$;$$", "SELECT $a$ ; $a$"}},
-		{"SELECT 1 -- ; not a separator\n; SELECT 2", []string{"SELECT 1 -- ; not a separator", "SELECT 2"}},
+		{"SELECT 1 -- ; not a separator\n; SELECT 2", []string{"SELECT 1", "SELECT 2"}},
 		{"SELECT /* ; /* nested ; */ ; */ 1; SELECT 2", []string{"SELECT /* ; /* nested ; */ ; */ 1", "SELECT 2"}},
 		{"CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; SELECT CASE WHEN true THEN 2 END; END; SELECT f()",
 			[]string{"CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; SELECT CASE WHEN true THEN 2 END; END", "SELECT f()"}},
