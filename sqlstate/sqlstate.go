@@ -31,8 +31,14 @@ import (
 const (
 	// Class 22: data exception.
 
+	// NullValueNotAllowed is null_value_not_allowed: refit.submit was
+	// given a NULL name or source.
+	NullValueNotAllowed = "22004"
 	// DivisionByZero is division_by_zero.
 	DivisionByZero = "22012"
+	// InvalidParameterValue is invalid_parameter_value: refit.submit was
+	// given a contract mode or a name it refuses.
+	InvalidParameterValue = "22023"
 
 	// Class 23: integrity constraint violation.
 

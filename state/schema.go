@@ -112,4 +112,75 @@ var schemaSteps = []string{
 	// The fingerprint of the plan a job started expanding with: a resume
 	// whose plan differs (another refit version, another file) is refused.
 	`ALTER TABLE refit.jobs ADD COLUMN plan_fingerprint text`,
+	// refit.submit runs as its owner (SECURITY DEFINER) with a fixed
+	// search_path, so a submitting role needs only EXECUTE on it (and USAGE
+	// on the schema), never a privilege on refit's tables: a role that may
+	// INSERT into refit.jobs could forge a job (a phase, facts, step
+	// checkpoints) that skips validation. Every argument is data: bound
+	// into the INSERTs, never built into SQL; a job is always pending,
+	// unvalidated (facts '{}'), with the file's settings only once a worker
+	// has validated it, and the event names the session's login role.
+	`CREATE OR REPLACE FUNCTION refit.submit(name text, source text, contract text DEFAULT NULL) RETURNS bigint
+	LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+	DECLARE
+		job_id bigint;
+	BEGIN
+		IF name IS NULL OR source IS NULL THEN
+			RAISE EXCEPTION 'refit.submit: name and source must not be NULL' USING ERRCODE = '22004';
+		END IF;
+		IF btrim(name) = '' OR name ~ '[[:cntrl:]]' THEN
+			RAISE EXCEPTION 'refit.submit: the name must not be blank nor contain control characters' USING ERRCODE = '22023';
+		END IF;
+		IF contract IS NOT NULL AND contract NOT IN ('manual', 'now', 'auto') THEN
+			RAISE EXCEPTION 'refit.submit: contract must be manual, now or auto, not %', contract USING ERRCODE = '22023';
+		END IF;
+		INSERT INTO refit.jobs (name, checksum, file, source, facts, settings, phase, contract_mode)
+		VALUES (name, encode(sha256(convert_to(source, 'UTF8')), 'hex'), '(sql)', convert_to(source, 'UTF8'), '{}', '{}', 'pending', contract)
+		RETURNING id INTO job_id;
+		INSERT INTO refit.job_events (job_id, to_phase, actor, message) VALUES (job_id, 'pending', session_user, 'submitted through refit.submit');
+		PERFORM pg_notify('refit_control', job_id::text);
+		RETURN job_id;
+	END
+	$fn$`,
+	// The schema is its owner's: write privileges on refit's tables and
+	// sequences that earlier documentation had submitting roles granted
+	// (INSERT on refit.jobs and refit.job_events, USAGE on their sequences)
+	// are revoked from every role but the owner. refit.submit no longer
+	// needs them; SELECT grants are left alone.
+	`DO $do$
+	DECLARE
+		g record;
+	BEGIN
+		FOR g IN
+			SELECT DISTINCT c.oid::regclass::text AS rel, c.relkind,
+				CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END AS who
+			FROM pg_class c, aclexplode(c.relacl) a
+			WHERE c.relnamespace = 'refit'::regnamespace AND c.relkind IN ('r', 'p', 'S') AND a.grantee <> c.relowner
+				AND a.privilege_type IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'REFERENCES', 'USAGE')
+		LOOP
+			IF g.relkind = 'S' THEN
+				EXECUTE format('REVOKE USAGE, UPDATE ON SEQUENCE %s FROM %s', g.rel, g.who);
+			ELSE
+				EXECUTE format('REVOKE INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES ON TABLE %s FROM %s', g.rel, g.who);
+			END IF;
+		END LOOP;
+	END
+	$do$`,
+	// refit_operator is the role whose members may submit through SQL
+	// (Open grants it USAGE on the schema and EXECUTE on refit.submit
+	// whenever it exists). Roles are cluster-wide: refit creates it, once,
+	// when it may create roles and no such role exists; otherwise a
+	// superuser creates it (CREATE ROLE refit_operator NOLOGIN).
+	`DO $do$
+	BEGIN
+		IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'refit_operator')
+			AND EXISTS (SELECT FROM pg_roles WHERE rolname = current_user AND (rolsuper OR rolcreaterole)) THEN
+			BEGIN
+				CREATE ROLE refit_operator NOLOGIN;
+			EXCEPTION WHEN duplicate_object OR unique_violation THEN
+				NULL; -- created meanwhile for another database of the cluster
+			END;
+		END IF;
+	END
+	$do$`,
 }

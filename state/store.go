@@ -107,8 +107,10 @@ func Open(ctx context.Context, pool *pgxpool.Pool, opts ...Option) (*Store, erro
 				return fmt.Errorf("schema step %d: %w", i+1, err)
 			}
 		}
-		_, err = tx.Exec(ctx, "UPDATE refit.meta SET version = $1", len(schemaSteps))
-		return err
+		if _, err := tx.Exec(ctx, "UPDATE refit.meta SET version = $1", len(schemaSteps)); err != nil {
+			return err
+		}
+		return grantOperator(ctx, tx)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("prepare refit schema: %w", err)
