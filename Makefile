@@ -6,7 +6,7 @@ PKGS     ?= ./...
 # `make test` must stay well inside CI's limit on a 2-core machine.
 TEST_TIMEOUT ?= 20m
 
-.PHONY: all build test test-matrix vet fmt-check demo bench clean
+.PHONY: all build test test-matrix vet fmt-check demo bench fuzz clean
 
 all: build
 
@@ -58,6 +58,17 @@ demo: build
 # (docs/benchmarks.md); BENCH_FLAGS="--rows 200000" for a quick run.
 bench: build
 	./$(BIN) bench $(BENCH_FLAGS)
+
+# Each fuzz target of the migration parser and its SQL lexers for FUZZTIME
+# (migration/fuzz_test.go; their seed corpora in migration/testdata/fuzz
+# run with every `make test`). A failing input is written next to them.
+FUZZTIME ?= 60s
+
+fuzz:
+	@for f in FuzzParse FuzzSingleExpression FuzzSplitStatements; do \
+	  echo "=== $$f for $(FUZZTIME)"; \
+	  $(GO) test ./migration/ -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) || exit 1; \
+	done
 
 clean:
 	rm -rf bin
