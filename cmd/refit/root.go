@@ -160,7 +160,7 @@ func (a *app) connect(ctx context.Context) (*pgxpool.Pool, error) {
 	}
 	pool, err := worker.Connect(ctx, a.cfg.DSN, 8)
 	if err != nil {
-		return nil, fmt.Errorf("connect to %s: %w", config.RedactDSN(a.cfg.DSN), config.RedactError(err, a.cfg.DSN))
+		return nil, fmt.Errorf("connect to %s: %w", config.RedactDSN(a.cfg.DSN), redactConnectError(err, a.cfg.DSN))
 	}
 	a.log.Debug("connected", zap.String("dsn", config.RedactDSN(a.cfg.DSN)))
 	return pool, nil

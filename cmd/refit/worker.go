@@ -43,7 +43,7 @@ http.listen.`,
 			metrics := worker.NewMetrics()
 			d := worker.NewDaemon(worker.DaemonConfig{ID: id, Targets: a.cfg.Targets, Settings: a.cfg.Worker,
 				DDL: a.cfg.DDL, Backfill: a.cfg.Backfill, Replication: a.cfg.Replication, Throttle: a.cfg.Throttle,
-				RedactError: config.RedactError}, a.log, metrics)
+				RedactError: redactConnectError}, a.log, metrics)
 			metrics.Attach(d)
 			// Edits of the config file's backfill and throttle sections apply
 			// to running jobs without a restart.
