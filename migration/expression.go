@@ -58,6 +58,14 @@ func singleExpression(field, s string) error {
 			if j < len(s) && (s[j] == '\'' || s[j] == '$') {
 				return fieldErr(field, "a number directly followed by %q is ambiguous in %q: add a space", s[j], s)
 			}
+			// PostgreSQL 14 reads letters after a number as a name of
+			// their own (0A.B is 0, A, ., B): one longer than 63 bytes
+			// would be truncated.
+			for _, part := range strings.Split(s[i:j], ".") {
+				if len(part) > maxIdentLen && strings.IndexFunc(part, func(r rune) bool { return r > '9' && r != '_' }) >= 0 {
+					return fieldErr(field, "identifier %q is longer than %d bytes: PostgreSQL would truncate it", part, maxIdentLen)
+				}
+			}
 			i = j
 		case c == '\'' || c == '"':
 			end, ok := skipQuoted(s, i, false)
