@@ -149,6 +149,8 @@ type txn struct {
 	xid        uint32
 	commitTime time.Time
 	keys       map[*Target]map[string][]string
+	nKeys      int      // distinct keys in keys
+	spilled    bool     // some of its keys were applied before its commit message (see spill)
 	sentinels  []string // nonces seen in this transaction
 }
 
@@ -195,6 +197,8 @@ func (c *Consumer) Run(ctx context.Context) (err error) {
 		}
 		// Resume from the slot's confirmed position: start LSN 0 means
 		// "where the slot is", never IDENTIFY_SYSTEM's current position.
+		// Protocol 1 without streaming: a transaction is sent once it has
+		// committed, which spill relies on.
 		return pglogrepl.StartReplication(ctx, conn, SlotName(c.jobID), 0, pglogrepl.StartReplicationOptions{
 			PluginArgs: []string{"proto_version '1'", fmt.Sprintf("publication_names '%s'", PublicationName(c.jobID)), "messages 'true'"},
 		})
@@ -264,6 +268,11 @@ func (c *Consumer) Run(ctx context.Context) (err error) {
 				if err := c.handle(ctx, st, msg); err != nil {
 					return err
 				}
+			}
+		}
+		if st.cur.active && st.cur.nKeys > 0 && st.cur.nKeys+st.nPending >= c.cfg.MaxPendingKeys {
+			if err := c.spill(ctx, st); err != nil {
+				return err
 			}
 		}
 		if st.nPending > 0 && (st.nPending >= c.cfg.MaxPendingKeys || time.Since(st.firstAt) >= c.cfg.FlushInterval || len(st.reached) > 0) {
@@ -455,22 +464,20 @@ func (c *Consumer) decode(st *loopState, xld pglogrepl.XLogData) error {
 			if st.nPending == 0 {
 				st.firstAt = time.Now()
 			}
-			for t, ks := range cur.keys {
-				p := st.pending[t]
-				if p == nil {
-					p = map[string][]string{}
-					st.pending[t] = p
-				}
-				for id, k := range ks {
-					if _, dup := p[id]; !dup {
-						p[id] = k
-						st.nPending++
-					}
-				}
-			}
+			addPending(st, cur.keys)
 			st.pendCommits = append(st.pendCommits, cur.commitTime)
 			st.pendXids = append(st.pendXids, cur.xid)
 			st.pendEnd = m.TransactionEndLSN
+		} else if cur.spilled && st.nPending == 0 {
+			// Every key of it was applied before this message: it is done.
+			c.mu.Lock()
+			c.stats.TxApplied++
+			c.recordLag(time.Since(cur.commitTime))
+			if cur.commitTime.After(c.stats.LastCommitTime) {
+				c.stats.LastCommitTime = cur.commitTime
+			}
+			c.mu.Unlock()
+			st.confirmed = max(st.confirmed, m.TransactionEndLSN)
 		} else if st.nPending == 0 {
 			// Nothing of ours is waiting: this transaction needs no apply.
 			st.confirmed = max(st.confirmed, m.TransactionEndLSN)
@@ -514,8 +521,54 @@ func (c *Consumer) dirty(st *loopState, relID uint32, tuple, old *pglogrepl.Tupl
 		m = map[string][]string{}
 		st.cur.keys[rel.target] = m
 	}
-	m[strings.Join(key, "\x00")] = key
+	id := strings.Join(key, "\x00")
+	if _, dup := m[id]; !dup {
+		m[id] = key
+		st.cur.nKeys++
+	}
 	return nil
+}
+
+// addPending adds keys to the pending set, once each.
+func addPending(st *loopState, keys map[*Target]map[string][]string) {
+	for t, ks := range keys {
+		p := st.pending[t]
+		if p == nil {
+			p = map[string][]string{}
+			st.pending[t] = p
+		}
+		for id, k := range ks {
+			if _, dup := p[id]; !dup {
+				p[id] = k
+				st.nPending++
+			}
+		}
+	}
+}
+
+// spill applies the keys of the transaction being received before its
+// commit message has arrived, once there are max_pending_keys of them, so
+// that one application transaction that writes a million rows holds a
+// bounded number of keys in memory instead of all of them until its commit.
+//
+// This is safe because the stream is pgoutput protocol version 1 without
+// streaming: the walsender sends a transaction only once it has decoded its
+// commit record, so every change between BEGIN and COMMIT belongs to a
+// transaction that has committed (aborted ones are never sent). waitVisible
+// still waits, as for any apply, until the commit is visible to new
+// snapshots. The position is not confirmed past the transaction until its
+// commit message has been received and its last keys applied: after a
+// crash in the middle, the whole transaction is streamed again and its keys
+// re-applied, which the IS DISTINCT FROM guard makes idempotent. A key the
+// transaction writes again after a spill is simply applied again.
+func (c *Consumer) spill(ctx context.Context, st *loopState) error {
+	if st.nPending == 0 {
+		st.firstAt = time.Now()
+	}
+	addPending(st, st.cur.keys)
+	st.pendXids = append(st.pendXids, st.cur.xid)
+	st.cur.keys, st.cur.nKeys, st.cur.spilled = nil, 0, true
+	return c.flush(ctx, st)
 }
 
 // flush applies every pending key in one transaction, then confirms the end
