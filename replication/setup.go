@@ -693,8 +693,11 @@ func TerminateStale(ctx context.Context, q Querier, jobID int64) (int, error) {
 		return n, err
 	}
 	for i := 0; i < 100; i++ {
+		// Signalled again: a backend whose client stopped reading (a
+		// stopped process) blocks writing the message of its termination
+		// to the full socket, and only a second signal ends that write.
 		var left int
-		if err := q.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE $1
+		if err := q.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name LIKE $1
 			AND datname = current_database() AND pid <> pg_backend_pid()`, pattern).Scan(&left); err != nil {
 			return n, err
 		}

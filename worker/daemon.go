@@ -199,15 +199,25 @@ func (d *Daemon) serve(ctx, jobsCtx context.Context, t *target, dsn string) {
 			return
 		}
 	}
-	if err := Sweep(ctx, t.store, d.cfg.Replication, log); err != nil {
-		log.Warn("sweep of orphaned replication objects failed", zap.Error(err))
+	sweep := func() {
+		if err := Sweep(ctx, t.store, d.cfg.Replication, log); err != nil && ctx.Err() == nil {
+			log.Warn("sweep of orphaned replication objects and retained WAL failed", zap.Error(err))
+		}
 	}
+	sweep()
+	lastSweep := time.Now()
 	go d.listen(ctx, t, log)
 	tick := time.NewTicker(d.cfg.Settings.PollInterval)
 	defer tick.Stop()
 	for {
 		if err := d.schedule(ctx, jobsCtx, t, log); err != nil && ctx.Err() == nil {
 			log.Warn("scheduling failed", zap.Error(err))
+		}
+		// Again and again, not only at start: the hard limit of retained
+		// WAL must hold for a job whose own process stopped responding.
+		if time.Since(lastSweep) >= sweepInterval {
+			sweep()
+			lastSweep = time.Now()
 		}
 		select {
 		case <-ctx.Done():

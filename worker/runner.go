@@ -218,10 +218,15 @@ func (r *Runner) Run(ctx context.Context, jobID int64) (Outcome, error) {
 	defer failRun(nil)
 	defer func() { r.sync.stop(); r.sync = nil }()
 	defer func() { _ = r.Store.Heartbeat(context.WithoutCancel(ctx), jobID, "") }() //nolint:errcheck // informational
-	for {
+	for first := true; ; first = false {
 		job, err := r.Store.Get(ctx, jobID)
 		if err != nil {
 			return 0, fmt.Errorf("load job %d: %w", jobID, err)
+		}
+		if job.Phase == state.PhaseFailed && !first {
+			// Failed by another process while this one ran it (the sweep's
+			// hard limit on retained WAL): never retried behind its back.
+			return 0, r.failedElsewhere(ctx, job, nil)
 		}
 		if err := r.Store.Heartbeat(ctx, jobID, r.Actor); err != nil {
 			return 0, fmt.Errorf("heartbeat: %w", err)
@@ -266,6 +271,11 @@ func (r *Runner) Run(ctx context.Context, jobID int64) (Outcome, error) {
 			}
 			log.Error("job failed", zap.Stringer("phase", job.Phase), zap.Error(err))
 			if terr := r.Store.Transition(context.WithoutCancel(ctx), jobID, job.Phase, state.PhaseFailed, r.Actor, err.Error()); terr != nil {
+				if errors.Is(terr, state.ErrPhaseChanged) {
+					if cur, gerr := r.Store.Get(context.WithoutCancel(ctx), jobID); gerr == nil && cur.Phase == state.PhaseFailed {
+						return 0, r.failedElsewhere(ctx, cur, err)
+					}
+				}
 				return 0, errors.Join(err, terr)
 			}
 			return 0, err
@@ -284,6 +294,32 @@ func (r *Runner) Run(ctx context.Context, jobID int64) (Outcome, error) {
 			log.Info("job phase changed", zap.Stringer("from", job.Phase), zap.Stringer("to", next))
 		}
 	}
+}
+
+// ErrFailedElsewhere means another process failed the job while this one
+// ran it (the sweep's hard limit on retained WAL, for a process that had
+// stopped responding).
+var ErrFailedElsewhere = errors.New("the job was failed by another refit process")
+
+// failedElsewhere reports a job that another process failed meanwhile,
+// with who and why from its events, and what this run stopped on (cause,
+// may be nil).
+func (r *Runner) failedElsewhere(ctx context.Context, job *state.Job, cause error) error {
+	actor := "another refit process"
+	if events, err := r.Store.Events(context.WithoutCancel(ctx), job.ID); err == nil {
+		for i := len(events) - 1; i >= 0; i-- {
+			if events[i].To == state.PhaseFailed.String() && events[i].From != state.PhaseFailed.String() {
+				actor = events[i].Actor
+				break
+			}
+		}
+	}
+	err := fmt.Errorf("job %d (%s): %w (%s) while this one ran it: %s; refit run or refit retry resumes it",
+		job.ID, job.Name, ErrFailedElsewhere, actor, job.Error)
+	if cause != nil {
+		return fmt.Errorf("%w (this run then stopped on: %w)", err, cause)
+	}
+	return err
 }
 
 // ErrPlanChanged means the plan a job renders now is not the one it

@@ -264,10 +264,32 @@ func (r *Runner) tagSession(jobID int64) func(ctx context.Context, conn *pgx.Con
 	}
 }
 
+// UnresponsiveAfter is how long the consumer of a slot that retains more
+// than replication.fail_retained_wal may stay silent (no standby status
+// reply to its walsender; a live one replies every status_interval) before
+// Sweep treats the process that runs the job as unresponsive and enforces
+// the hard limit itself.
+const UnresponsiveAfter = 10 * time.Second
+
+// sweepInterval is how often a daemon sweeps each target (Sweep).
+const sweepInterval = 5 * time.Second
+
 // Sweep drops refit replication objects (slots, publications, origins)
 // that belong to no live job, and fails live jobs whose slot retains more
 // than the hard limit (dropping the slot), so that neither an orphan nor an
-// abandoned job can fill the disk. Run it at start.
+// abandoned job can fill the disk. `refit run` sweeps at start, a daemon
+// at start and every few seconds.
+//
+// The process that runs a job enforces the hard limit itself (its sync
+// monitor). Sweep does it for a job whose slot no walsender streams, and for
+// one whose consumer has been silent for UnresponsiveAfter: a process that
+// was stopped (SIGSTOP, a frozen VM) keeps its connections, and so its
+// walsender and the slot, and enforces nothing. It then also ends the job's
+// sessions of that process (walsender, apply, backfill: they hold the
+// job's replication origins), fails the job, and drops its slot. The process
+// keeps its claim on the job until it goes on or goes away; when it goes
+// on, it stops, reporting that another process failed the job. A retry
+// (refit run, refit retry) backfills again.
 func Sweep(ctx context.Context, store *state.Store, cfg replication.Config, log *zap.Logger) error {
 	pool := store.Pool()
 	ids, err := replication.Orphans(ctx, pool)
@@ -290,28 +312,54 @@ func Sweep(ctx context.Context, store *state.Store, cfg replication.Config, log 
 		if cfg.FailRetainedWAL <= 0 {
 			continue
 		}
-		info, err := replication.Slot(ctx, pool, id)
-		if err != nil {
+		if err := enforceHardLimit(ctx, store, cfg, log, id); err != nil {
 			errs = append(errs, err)
-			continue
 		}
-		if info.Exists && !info.Active && info.RetainedBytes > cfg.FailRetainedWAL {
-			job, err := store.Get(ctx, id)
-			if err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			msg := fmt.Sprintf("%v: %d bytes > replication.fail_retained_wal %d; slot dropped, a retry backfills again", errRetainedWAL, info.RetainedBytes, cfg.FailRetainedWAL)
-			log.Error("failing abandoned job", zap.Int64("job", id), zap.String("reason", msg))
-			if job.Phase != state.PhaseFailed {
-				if err := store.Transition(ctx, id, job.Phase, state.PhaseFailed, "sweep", msg); err != nil {
-					errs = append(errs, err)
-				}
-			}
-			if err := replication.Drop(ctx, pool, id); err != nil {
-				errs = append(errs, err)
-			}
+	}
+	return errors.Join(errs...)
+}
+
+// enforceHardLimit fails a live job whose slot retains more than
+// replication.fail_retained_wal while no responsive process streams it, and
+// drops the slot (see Sweep).
+func enforceHardLimit(ctx context.Context, store *state.Store, cfg replication.Config, log *zap.Logger, id int64) error {
+	pool := store.Pool()
+	info, err := replication.Slot(ctx, pool, id)
+	if err != nil || !info.Exists || info.RetainedBytes <= cfg.FailRetainedWAL {
+		return err
+	}
+	who := "no process streams it"
+	if info.Active {
+		silence, ok, err := replication.ConsumerSilence(ctx, pool, id)
+		if err != nil {
+			return err
 		}
+		if !ok || silence < UnresponsiveAfter {
+			return nil // its process is alive: its own monitor enforces the limit
+		}
+		who = fmt.Sprintf("the process running it has not answered its walsender for %s", silence.Round(time.Second))
+	}
+	job, err := store.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	msg := fmt.Sprintf("%v: %d bytes > replication.fail_retained_wal %d and %s; slot dropped, a retry backfills again",
+		errRetainedWAL, info.RetainedBytes, cfg.FailRetainedWAL, who)
+	log.Error("failing a job whose slot retains too much WAL", zap.Int64("job", id), zap.Int64("retained_bytes", info.RetainedBytes),
+		zap.String("reason", msg))
+	var errs []error
+	if job.Phase != state.PhaseFailed {
+		if err := store.Transition(ctx, id, job.Phase, state.PhaseFailed, "sweep", msg); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if info.Active {
+		if _, err := replication.TerminateStale(ctx, pool, id); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := replication.Drop(ctx, pool, id); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
