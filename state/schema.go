@@ -117,9 +117,10 @@ var schemaSteps = []string{
 	// on the schema), never a privilege on refit's tables: a role that may
 	// INSERT into refit.jobs could forge a job (a phase, facts, step
 	// checkpoints) that skips validation. Every argument is data: bound
-	// into the INSERTs, never built into SQL; a job is always pending,
-	// unvalidated (facts '{}'), with the file's settings only once a worker
-	// has validated it, and the event names the session's login role.
+	// into the INSERTs, never built into SQL. The job it writes is always
+	// pending, with no facts and no settings (a worker validates the file,
+	// privileges included, when it claims the job, and only then stores
+	// them); its event names the session's login role.
 	`CREATE OR REPLACE FUNCTION refit.submit(name text, source text, contract text DEFAULT NULL) RETURNS bigint
 	LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 	DECLARE
