@@ -475,6 +475,20 @@ func EnsureSlot(ctx context.Context, pool *pgxpool.Pool, jobID int64, timeout ti
 	if err != nil {
 		return false, err
 	}
+	if info.Exists && info.ConfirmedLSN == "" {
+		// Still being created (no consistent point yet), and not by this
+		// process: the caller holds the job's lock, so it is the creation of
+		// a refit process that died while it waited for open transactions.
+		// Adopting it would be wrong twice over: when its session notices
+		// the death it drops the slot, and if those transactions end first
+		// it completes the slot with a consistent point later than this
+		// run's backfill has got to, losing the writes in between.
+		persisted, err := endStaleCreation(ctx, pool, jobID)
+		if err != nil || persisted {
+			return persisted, err
+		}
+		info = SlotInfo{}
+	}
 	if info.Exists {
 		return false, nil
 	}
@@ -536,6 +550,50 @@ func EnsureSlot(ctx context.Context, pool *pgxpool.Pool, jobID int64, timeout ti
 		return false, fmt.Errorf("create replication slot %s: a slot of that name already exists in another database (%s); slot names are cluster-wide: %w", SlotName(jobID), db, err)
 	default:
 		return false, fmt.Errorf("create replication slot %s: %w", SlotName(jobID), err)
+	}
+}
+
+// endStaleCreation ends the session that is still creating the job's slot
+// and waits until the slot is gone (a slot being created is dropped when its
+// session ends). persisted reports that the creation completed first: the
+// slot then exists, but came into being just now, as if EnsureSlot had
+// created it (whatever the job backfilled before does not cover the gap).
+// Only the session found creating it is ended: a creation by another session
+// after it is a live process's, which runs the job too (one whose claim on
+// the job was lost with its session), and is an error here.
+func endStaleCreation(ctx context.Context, pool *pgxpool.Pool, jobID int64) (persisted bool, err error) {
+	var stale int32
+	for i := 0; ; i++ {
+		var pid *int32
+		var complete bool
+		err := pool.QueryRow(ctx, `SELECT active_pid, confirmed_flush_lsn IS NOT NULL FROM pg_replication_slots
+			WHERE slot_name = $1 AND database = current_database()`, SlotName(jobID)).Scan(&pid, &complete)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			return false, nil
+		case err != nil:
+			return false, fmt.Errorf("read slot %s: %w", SlotName(jobID), err)
+		case complete:
+			return true, nil
+		case pid == nil:
+			// Neither active nor complete: nothing can finish it.
+			if _, err := pool.Exec(ctx, "SELECT pg_drop_replication_slot($1)", SlotName(jobID)); err != nil && !sqlstate.Is(err, sqlstate.UndefinedObject, sqlstate.ObjectInUse) {
+				return false, fmt.Errorf("drop half-created slot %s: %w", SlotName(jobID), err)
+			}
+		case stale != 0 && *pid != stale:
+			return false, fmt.Errorf("replication slot %s is being created by pid %d, after pid %d was ended: another refit process runs job %d",
+				SlotName(jobID), *pid, stale, jobID)
+		case i == 100:
+			return false, fmt.Errorf("replication slot %s is still being created by pid %d, which did not end", SlotName(jobID), *pid)
+		default:
+			stale = *pid
+			if _, err := pool.Exec(ctx, "SELECT pg_terminate_backend($1)", *pid); err != nil {
+				return false, fmt.Errorf("end the session (pid %d) still creating slot %s: %w", *pid, SlotName(jobID), err)
+			}
+		}
+		if err := sleep(ctx, 100*time.Millisecond); err != nil {
+			return false, err
+		}
 	}
 }
 
