@@ -371,10 +371,21 @@ const (
 )
 
 // SetStepTx records that n steps of a stage are done, inside the step's own
-// transaction (so the step and its checkpoint commit together).
+// transaction (so the step and its checkpoint commit together). It moves
+// the checkpoint from n-1 only: if another process recorded step n first
+// (one that took the job over while this one still ran it, its claim on
+// the job lost with its session), it fails with ErrPhaseChanged, the
+// transaction rolls back with the step, and the step has run once.
 func SetStepTx(ctx context.Context, tx pgx.Tx, id int64, col StepColumn, n int) error {
-	_, err := tx.Exec(ctx, fmt.Sprintf("UPDATE refit.jobs SET %s = $2, updated_at = now() WHERE id = $1", pgx.Identifier{string(col)}.Sanitize()), id, n)
-	return err
+	c := pgx.Identifier{string(col)}.Sanitize()
+	tag, err := tx.Exec(ctx, fmt.Sprintf("UPDATE refit.jobs SET %s = $2, updated_at = now() WHERE id = $1 AND %s = $2 - 1", c, c), id, n)
+	if err != nil {
+		return err
+	}
+	if tag.RowsAffected() != 1 {
+		return fmt.Errorf("step %d of %s of job %d was already recorded by another process: %w", n, col, id, ErrPhaseChanged)
+	}
+	return nil
 }
 
 // SetRowsTotal records the estimated number of rows to backfill.
