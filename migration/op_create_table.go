@@ -242,21 +242,6 @@ func (o *CreateTable) Needs() []Need {
 // are not types anywhere else.
 var createTableSerialTypes = map[string]bool{"serial": true, "bigserial": true, "smallserial": true, "serial2": true, "serial4": true, "serial8": true}
 
-// createTableActions are the referential actions, as written in SQL.
-var createTableActions = []string{"NO ACTION", "RESTRICT", "CASCADE", "SET NULL", "SET DEFAULT"}
-
-// createTableAction normalizes a referential action ("set null",
-// "SET_NULL") or returns "" for one that is not.
-func createTableAction(s string) string {
-	a := strings.ToUpper(strings.Join(strings.FieldsFunc(s, func(r rune) bool { return r == ' ' || r == '_' || r == '\t' }), " "))
-	for _, v := range createTableActions {
-		if a == v {
-			return v
-		}
-	}
-	return ""
-}
-
 func (o *CreateTable) validate() error {
 	if err := tableField("name", o.NameRaw, &o.Table); err != nil {
 		return err
@@ -431,7 +416,7 @@ func (o *CreateTable) validate() error {
 			if a.v == "" {
 				continue
 			}
-			act := createTableAction(a.v)
+			act := fkAction(a.v)
 			if act == "" {
 				return fieldErr(a.field, "%q: want one of no action, restrict, cascade, set null, set default", a.v)
 			}
@@ -546,10 +531,10 @@ func (fk CreateTableForeignKey) fkSQL(parent string, refColumns []string) string
 	if len(refColumns) > 0 {
 		b.WriteString(" (" + createTableColumns(refColumns) + ")")
 	}
-	if a := createTableAction(fk.OnDelete); a != "" {
+	if a := fkAction(fk.OnDelete); a != "" {
 		b.WriteString(" ON DELETE " + a)
 	}
-	if a := createTableAction(fk.OnUpdate); a != "" {
+	if a := fkAction(fk.OnUpdate); a != "" {
 		b.WriteString(" ON UPDATE " + a)
 	}
 	return b.String()
