@@ -658,8 +658,8 @@ func Drop(ctx context.Context, q Querier, jobID int64) error {
 		}
 		break
 	}
-	if _, err := q.Exec(ctx, "DROP PUBLICATION IF EXISTS "+pgx.Identifier{PublicationName(jobID)}.Sanitize()); err != nil {
-		errs = append(errs, fmt.Errorf("drop publication: %w", err))
+	if err := dropPublication(ctx, q, jobID); err != nil {
+		errs = append(errs, err)
 	}
 	// An origin is held until its session resets it: the apply session of a
 	// consumer whose walsender was just terminated lets go of it a moment
@@ -668,6 +668,132 @@ func Drop(ctx context.Context, q Querier, jobID int64) error {
 		errs = append(errs, fmt.Errorf("drop replication origins: %w", err))
 	}
 	return errors.Join(errs...)
+}
+
+// dropPublication drops the job's publication in two steps, so that no
+// application write fails on it.
+//
+// A write to a published table looks the publication up by OID while it
+// rebuilds the table's publication descriptor: it reads the table's
+// pg_publication_rel entries and then each publication. A DROP PUBLICATION
+// that commits between those two catalog reads makes the write fail with
+// "cache lookup failed for publication" (XX000, seen by internal/chaos on a
+// freshly connected application session). So the tables leave the
+// publication first (ALTER PUBLICATION … DROP TABLE, which takes SHARE UPDATE
+// EXCLUSIVE and so never waits for or blocks a write, under a short
+// lock_timeout); a write that read the old entries then still finds the
+// publication. Before the publication itself goes, dropPublication waits
+// (bounded) for the statements that were running on those tables when the
+// entries went, as they may still be between the two reads; a statement
+// starting later reads the new entries.
+func dropPublication(ctx context.Context, q Querier, jobID int64) error {
+	name := pgx.Identifier{PublicationName(jobID)}.Sanitize()
+	rows, err := q.Query(ctx, `SELECT n.nspname::text, c.relname::text, c.oid::int8
+		FROM pg_publication p
+		JOIN pg_publication_rel pr ON pr.prpubid = p.oid
+		JOIN pg_class c ON c.oid = pr.prrelid
+		JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE p.pubname = $1 ORDER BY c.oid`, PublicationName(jobID))
+	if err != nil {
+		return fmt.Errorf("list tables of publication %s: %w", name, err)
+	}
+	var tables []string
+	var oids []int64
+	for rows.Next() {
+		var schema, table string
+		var oid int64
+		if err := rows.Scan(&schema, &table, &oid); err != nil {
+			rows.Close()
+			return fmt.Errorf("list tables of publication %s: %w", name, err)
+		}
+		tables = append(tables, pgx.Identifier{schema, table}.Sanitize())
+		oids = append(oids, oid)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("list tables of publication %s: %w", name, err)
+	}
+	if len(tables) > 0 {
+		// No arguments: one simple-protocol message, one implicit
+		// transaction, so SET LOCAL holds for the ALTER.
+		detach := "SET LOCAL lock_timeout = '1s'; ALTER PUBLICATION " + name + " DROP TABLE " + strings.Join(tables, ", ")
+		for attempt := 1; ; attempt++ {
+			_, err = q.Exec(ctx, detach)
+			if err == nil || !sqlstate.Retryable(err) || attempt == 5 {
+				break
+			}
+			if serr := sleep(ctx, 200*time.Millisecond); serr != nil {
+				return serr
+			}
+		}
+		switch {
+		case err == nil:
+			if werr := waitForRunningStatements(ctx, q, oids, 5*time.Second); werr != nil {
+				return werr
+			}
+		case sqlstate.Is(err, sqlstate.UndefinedObject, sqlstate.UndefinedTable):
+			// Dropped meanwhile (the publication or one of its tables).
+		case sqlstate.Retryable(err):
+			// Held off by a long lock (a manual VACUUM, an index build):
+			// the publication still has to go; the race above is narrow.
+		default:
+			return fmt.Errorf("detach tables from publication %s: %w", name, err)
+		}
+	}
+	if _, err := q.Exec(ctx, "DROP PUBLICATION IF EXISTS "+name); err != nil {
+		return fmt.Errorf("drop publication %s: %w", name, err)
+	}
+	return nil
+}
+
+// waitForRunningStatements waits until no session that is running a
+// statement on one of the tables (oids) now is still running that statement,
+// or until limit has passed. A session is identified by its pid and the
+// start of its statement; an idle session holding a lock in an open
+// transaction is not running one. Where this role may not see another
+// role's statement (no pg_read_all_stats), that session's lock is waited for
+// instead, within the same limit.
+func waitForRunningStatements(ctx context.Context, q Querier, oids []int64, limit time.Duration) error {
+	const running = `SELECT DISTINCT l.pid, coalesce(a.query_start::text, '')
+		FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+		WHERE l.locktype = 'relation' AND l.relation = ANY($1::oid[]) AND l.granted
+		  AND l.pid <> pg_backend_pid() AND coalesce(a.state, 'active') = 'active'`
+	collect := func() (map[string]bool, error) {
+		rows, err := q.Query(ctx, running, oids)
+		if err != nil {
+			return nil, fmt.Errorf("list statements running on the published tables: %w", err)
+		}
+		set := map[string]bool{}
+		for rows.Next() {
+			var pid int64
+			var start string
+			if err := rows.Scan(&pid, &start); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("list statements running on the published tables: %w", err)
+			}
+			set[fmt.Sprint(pid, "@", start)] = true
+		}
+		return set, rows.Err()
+	}
+	before, err := collect()
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(limit)
+	for len(before) > 0 && time.Now().Before(deadline) {
+		if err := sleep(ctx, 10*time.Millisecond); err != nil {
+			return err
+		}
+		now, err := collect()
+		if err != nil {
+			return err
+		}
+		for k := range before {
+			if !now[k] {
+				delete(before, k)
+			}
+		}
+	}
+	return nil
 }
 
 // dropOrigins drops the job's replication origins. The origins are listed
