@@ -281,7 +281,10 @@ func (b *Backfiller) runRange(ctx context.Context, q *queries, r state.Range, to
 			return err
 		}
 	}
-	after := r.After
+	// after is where the next batch starts; stored is the range's
+	// checkpoint as stored (nil before its first batch, where after is the
+	// range's lower bound), which each batch's checkpoint moves on from.
+	after, stored := r.After, r.After
 	if after == nil {
 		after = r.Lower
 	}
@@ -311,7 +314,7 @@ func (b *Backfiller) runRange(ctx context.Context, q *queries, r state.Range, to
 		size := ctl.Size()
 		for attempt := 0; ; attempt++ {
 			t0 := time.Now()
-			res, err = b.batch(ctx, conn, q, r, after, size)
+			res, err = b.batch(ctx, conn, q, r, stored, after, size)
 			if err == nil {
 				ctl.Observe(size, time.Since(t0))
 				break
@@ -348,7 +351,7 @@ func (b *Backfiller) runRange(ctx context.Context, q *queries, r state.Range, to
 		if res.done {
 			return nil
 		}
-		after = res.upper
+		after, stored = res.upper, res.upper
 		if cfg.Sleep > 0 {
 			if err := sleep(ctx, cfg.Sleep); err != nil {
 				return err
@@ -365,7 +368,7 @@ type batchResult struct {
 }
 
 // batch runs one batch and its checkpoint in one transaction.
-func (b *Backfiller) batch(ctx context.Context, conn *pgx.Conn, q *queries, r state.Range, after []string, n int) (res batchResult, err error) {
+func (b *Backfiller) batch(ctx context.Context, conn *pgx.Conn, q *queries, r state.Range, stored, after []string, n int) (res batchResult, err error) {
 	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d; SET LOCAL statement_timeout = %d",
 			b.cfg.LockTimeout.Milliseconds(), b.cfg.StatementTimeout.Milliseconds())); err != nil {
@@ -407,7 +410,7 @@ func (b *Backfiller) batch(ctx context.Context, conn *pgx.Conn, q *queries, r st
 		if !res.done {
 			ckpt = upper
 		}
-		return state.AdvanceRangeTx(ctx, tx, b.jobID, r.Table, r.ID, ckpt, res.done, res.scanned, res.updated)
+		return state.AdvanceRangeTx(ctx, tx, b.jobID, r.Table, r.ID, stored, ckpt, res.done, res.scanned, res.updated)
 	})
 	return res, err
 }

@@ -515,12 +515,29 @@ func (s *Store) CreateRanges(ctx context.Context, jobID int64, ranges []Range) e
 	})
 }
 
-// AdvanceRangeTx checkpoints one batch inside the batch's transaction.
-func AdvanceRangeTx(ctx context.Context, tx pgx.Tx, jobID int64, table string, rangeID int, after []string, done bool, rows, updated int64) error {
-	_, err := tx.Exec(ctx, `UPDATE refit.backfill_ranges SET after_key = coalesce($4, after_key), done = $5,
-		rows_done = rows_done + $6, rows_updated = rows_updated + $7, batches = batches + 1, updated_at = now()
-		WHERE job_id = $1 AND table_name = $2 AND range_id = $3`, jobID, table, rangeID, after, done, rows, updated)
-	return err
+// ErrRangeMoved means a backfill range's checkpoint was not where the batch
+// started from: another process (one that claimed the job after this one
+// lost its claim) moved it. It is an ErrPhaseChanged: reload the job.
+var ErrRangeMoved = fmt.Errorf("the backfill range's checkpoint was moved by another process: %w", ErrPhaseChanged)
+
+// AdvanceRangeTx checkpoints one batch inside the batch's transaction: it
+// moves the range's checkpoint from from (where the batch started; nil for
+// the range's start) to after (nil: keep it, with done), or returns
+// ErrRangeMoved if the range is no longer at from or is done (and the
+// batch's transaction must roll back), so that two processes running the
+// same range never overwrite each other's checkpoint and counts.
+func AdvanceRangeTx(ctx context.Context, tx pgx.Tx, jobID int64, table string, rangeID int, from, after []string, done bool, rows, updated int64) error {
+	tag, err := tx.Exec(ctx, `UPDATE refit.backfill_ranges SET after_key = coalesce($5, after_key), done = $6,
+		rows_done = rows_done + $7, rows_updated = rows_updated + $8, batches = batches + 1, updated_at = now()
+		WHERE job_id = $1 AND table_name = $2 AND range_id = $3 AND after_key IS NOT DISTINCT FROM $4::text[] AND NOT done`,
+		jobID, table, rangeID, from, after, done, rows, updated)
+	if err != nil {
+		return err
+	}
+	if tag.RowsAffected() != 1 {
+		return fmt.Errorf("range %d of %s: %w", rangeID, table, ErrRangeMoved)
+	}
+	return nil
 }
 
 // ResetBackfill forgets a job's backfill checkpoints (used when an aborted

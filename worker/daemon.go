@@ -324,6 +324,9 @@ func (d *Daemon) runJob(ctx context.Context, t *target, id int64, log *zap.Logge
 		// Another daemon runs it.
 	case errors.Is(err, ErrBlocked):
 		log.Debug("job waits for an earlier job on its table", zap.Int64("job", id), zap.Error(err))
+	case errors.Is(err, ErrClaimLost):
+		// Picked up again at the next poll, unless another daemon has it.
+		log.Warn("job claim lost; the job is left for whoever claims it next", zap.Int64("job", id), zap.Error(err))
 	case err != nil && ctx.Err() != nil:
 		log.Info("job stopped for shutdown; it resumes from its checkpoint", zap.Int64("job", id))
 	case err != nil:

@@ -50,12 +50,16 @@ type lifecycleCase struct {
 func runLifecycle(t *testing.T, tc lifecycleCase) {
 	t.Helper()
 	ctx := context.Background()
-	pool := newPool(t)
+	// refit runs as the least-privilege role of docs/safety.md, which owns
+	// the tables (it runs the schema); the checks and the application use
+	// the superuser's sessions (admin), another role than refit's.
+	admin := newPool(t)
+	pool := connectAs(t, createRole(t, admin, "refit_lc", "REPLICATION", leastPrivilegeGrants...))
 	mustExec(t, pool, tc.schema)
-	before := catalog(t, pool)
+	before := catalog(t, admin)
 	data := map[string]string{}
 	for _, d := range tc.data {
-		data[d] = tableData(t, pool, d)
+		data[d] = tableData(t, admin, d)
 	}
 	m, err := migration.Parse("lifecycle.yaml", []byte("name: lifecycle\noperations:"+tc.ops+"\n"))
 	if err != nil {
@@ -65,15 +69,15 @@ func runLifecycle(t *testing.T, tc lifecycleCase) {
 	r := newRunner(t, pool, log)
 	checkUnchanged := func(when string) {
 		t.Helper()
-		if after := catalog(t, pool); after != before {
+		if after := catalog(t, admin); after != before {
 			t.Fatalf("%s left the catalog changed:\nbefore: %s\nafter:  %s", when, before, after)
 		}
 		for table, want := range data {
-			if got := tableData(t, pool, table); got != want {
+			if got := tableData(t, admin, table); got != want {
 				t.Fatalf("%s changed the rows of %s:\nbefore: %.300s\nafter:  %.300s", when, table, want, got)
 			}
 		}
-		if objs := replicationObjects(t, pool); objs != "" {
+		if objs := replicationObjects(t, admin); objs != "" {
 			t.Fatalf("%s left replication objects: %s", when, objs)
 		}
 	}
@@ -95,7 +99,7 @@ func runLifecycle(t *testing.T, tc lifecycleCase) {
 	if out, err := r.Run(ctx, sub.Job.ID); err != nil || out != worker.OutcomeWaitingContract {
 		t.Fatalf("first run: %v %v", out, err)
 	}
-	checkCondition(t, pool, "after expand", tc.expanded)
+	checkCondition(t, admin, "after expand", tc.expanded)
 	abort(sub.Job.ID, state.PhaseSyncing)
 	checkUnchanged("abort in the window")
 
@@ -155,7 +159,7 @@ func runLifecycle(t *testing.T, tc lifecycleCase) {
 	case <-time.After(2 * time.Minute):
 		t.Fatal("the second run never reached its backfill")
 	}
-	app := startWriter(t, pool, tc.writer)
+	app := startWriter(t, admin, tc.writer)
 	waitPhase(t, r.Store, sub.Job.ID, state.PhaseSyncing, 2*time.Minute)
 	app.waitWrites(t, 20)
 	writes, appErr := app.stop()
@@ -163,7 +167,7 @@ func runLifecycle(t *testing.T, tc lifecycleCase) {
 		t.Fatalf("the application saw an error during the migration: %v", appErr)
 	}
 	if tc.window != "" {
-		waitFor(t, 30*time.Second, "the window condition "+tc.window, func() bool { return condition(t, pool, tc.window) })
+		waitFor(t, 30*time.Second, "the window condition "+tc.window, func() bool { return condition(t, admin, tc.window) })
 	}
 	if err := r.Store.OpenContract(ctx, sub.Job.ID, "test"); err != nil {
 		t.Fatal(err)
@@ -176,8 +180,8 @@ func runLifecycle(t *testing.T, tc lifecycleCase) {
 	case <-time.After(2 * time.Minute):
 		t.Fatal("the job did not complete")
 	}
-	checkCondition(t, pool, "after contract", tc.done)
-	if objs := replicationObjects(t, pool); objs != "" {
+	checkCondition(t, admin, "after contract", tc.done)
+	if objs := replicationObjects(t, admin); objs != "" {
 		t.Fatalf("completed job left replication objects: %s", objs)
 	}
 	t.Logf("application wrote %d transactions during backfill and window, 0 errors", writes)
@@ -195,9 +199,63 @@ func condition(t *testing.T, pool *pgxpool.Pool, sql string) bool {
 func checkCondition(t *testing.T, pool *pgxpool.Pool, when, sql string) {
 	t.Helper()
 	if sql != "" && !condition(t, pool, sql) {
-		t.Fatalf("%s: %s is false", when, strings.TrimSpace(sql))
+		t.Fatalf("%s: %s is false%s", when, strings.TrimSpace(sql), falseParts(pool, sql))
 	}
 }
+
+// falseParts says which of the top-level AND terms of a failed condition
+// are false (or fail), so that a failure names its cause. Best effort: a
+// condition whose terms are not expressions on their own (a top-level FROM)
+// is reported as it is.
+func falseParts(pool *pgxpool.Pool, sql string) string {
+	expr := strings.TrimSpace(sql)
+	if len(expr) < 7 || !strings.EqualFold(expr[:7], "SELECT ") {
+		return ""
+	}
+	expr = expr[7:]
+	var parts []string
+	depth, start := 0, 0
+	var quote rune
+	for i, c := range expr {
+		switch {
+		case quote != 0:
+			if c == quote {
+				quote = 0
+			}
+		case c == '\'' || c == '"':
+			quote = c
+		case c == '(':
+			depth++
+		case c == ')':
+			depth--
+		case depth == 0 && (c == 'A' || c == 'a') && i > 0 && i+4 <= len(expr) &&
+			strings.EqualFold(expr[i:i+3], "AND") && isSpace(expr[i-1]) && isSpace(expr[i+3]):
+			parts = append(parts, expr[start:i])
+			start = i + 3
+		}
+	}
+	parts = append(parts, expr[start:])
+	if len(parts) < 2 {
+		return ""
+	}
+	var b strings.Builder
+	for _, p := range parts {
+		p = strings.TrimSpace(p)
+		var ok *bool
+		err := pool.QueryRow(context.Background(), "SELECT ("+p+")").Scan(&ok)
+		switch {
+		case err != nil:
+			fmt.Fprintf(&b, "\n  term failed (%v): %s", err, p)
+		case ok == nil:
+			fmt.Fprintf(&b, "\n  term is NULL: %s", p)
+		case !*ok:
+			fmt.Fprintf(&b, "\n  term is false: %s", p)
+		}
+	}
+	return b.String()
+}
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' }
 
 // writer is the application of a lifecycle test: its own pool (plain
 // sessions, not refit's), one statement per transaction.

@@ -2,6 +2,7 @@ package worker_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -124,5 +125,69 @@ operations:
 	}
 	if job.Phase != state.PhaseCompleted {
 		t.Fatalf("job is %s, want completed", job.Phase)
+	}
+}
+
+// TestLostClaimStops: a runner in the window whose lock session (its claim
+// on the job) is terminated stops within its claim check with ErrClaimLost
+// and leaves the job as it was (not failed: another replica may own it),
+// and another runner then takes the job to completion.
+func TestLostClaimStops(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	pool := newPool(t)
+	mustExec(t, pool, "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 500) g")
+	m, err := migration.Parse("lost.yaml", []byte(`name: lost
+operations:
+  - add_column:
+      table: t
+      column: {name: v_up, type: text}
+      up: upper(v)
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := worker.Submit(ctx, pool, m, migration.ContractManual, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel))
+	a := newRunner(t, pool, log)
+	a.StopAtWindow = false
+	a.GatePoll = 50 * time.Millisecond
+	a.ClaimCheck = 100 * time.Millisecond
+	done := make(chan error, 1)
+	go func() { _, err := a.Run(ctx, sub.Job.ID); done <- err }()
+	waitPhase(t, a.Store, sub.Job.ID, state.PhaseSyncing, time.Minute)
+
+	var n int
+	if err := pool.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE locktype = 'advisory' AND granted
+		AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("terminate the job's lock session: %d %v", n, err)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, worker.ErrClaimLost) {
+			t.Fatalf("run ended with %v, want ErrClaimLost", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the runner went on without its claim")
+	}
+	job, err := a.Store.Get(ctx, sub.Job.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if job.Phase != state.PhaseSyncing {
+		t.Fatalf("job is %s after the claim was lost, want syncing (untouched)", job.Phase)
+	}
+	b := newRunner(t, pool, log)
+	if err := b.Store.OpenContract(ctx, sub.Job.ID, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := b.Run(ctx, sub.Job.ID); err != nil || out != worker.OutcomeCompleted {
+		t.Fatalf("second runner: %v %v", out, err)
+	}
+	if !condition(t, pool, "SELECT NOT EXISTS (SELECT 1 FROM t WHERE v_up IS DISTINCT FROM upper(v))") {
+		t.Fatal("v_up is not upper(v) after the second runner completed the job")
 	}
 }

@@ -92,6 +92,9 @@ type Runner struct {
 	// QuietPeriod is, for contract mode auto, how long no application write
 	// may have needed syncing before the gate opens by itself.
 	QuietPeriod time.Duration
+	// ClaimCheck is how often the run checks that the session holding the
+	// job's advisory lock is alive (default 1s); see ErrClaimLost.
+	ClaimCheck time.Duration
 
 	sync        *syncer     // the running sync of the current Run, if any
 	phase       state.Phase // the phase being worked on
@@ -213,11 +216,18 @@ func (r *Runner) Run(ctx context.Context, jobID int64) (Outcome, error) {
 	if err := r.Throttle.Validate(); err != nil {
 		return 0, fmt.Errorf("throttle config: %w", err)
 	}
-	// The run stops if the sync consumer fails; the cause says why.
+	// The run stops if the sync consumer fails or the claim is lost; the
+	// cause says why.
 	runCtx, failRun := context.WithCancelCause(ctx)
 	defer failRun(nil)
+	stopWatch := watchClaim(runCtx, conn, jobID, r.ClaimCheck, failRun)
+	defer stopWatch() // before the unlock above uses conn
 	defer func() { r.sync.stop(); r.sync = nil }()
-	defer func() { _ = r.Store.Heartbeat(context.WithoutCancel(ctx), jobID, "") }() //nolint:errcheck // informational
+	defer func() {
+		if !errors.Is(context.Cause(runCtx), ErrClaimLost) { // else it is another process's heartbeat now
+			_ = r.Store.Heartbeat(context.WithoutCancel(ctx), jobID, "") //nolint:errcheck // informational
+		}
+	}()
 	for first := true; ; first = false {
 		job, err := r.Store.Get(ctx, jobID)
 		if err != nil {
@@ -249,6 +259,12 @@ func (r *Runner) Run(ctx context.Context, jobID int64) (Outcome, error) {
 			// its new phase.
 			log.Info("job phase changed by another actor; reloading")
 			continue
+		}
+		if cause := context.Cause(runCtx); errors.Is(cause, ErrClaimLost) {
+			// Whatever this run was doing, the job may be another
+			// process's now: leave its state alone.
+			log.Error("job claim lost; stopping without changing the job", zap.Stringer("phase", job.Phase), zap.Error(cause))
+			return 0, cause
 		}
 		if err != nil {
 			if ctx.Err() != nil {

@@ -24,9 +24,12 @@ package chaos
 
 import (
 	"context"
+	crand "crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -55,6 +58,10 @@ type Config struct {
 	Logf func(format string, args ...any)
 	// LogDir, if set, keeps the output of every refit process there.
 	LogDir string
+	// Superuser runs refit as the cluster's superuser instead of the
+	// least-privilege role of docs/safety.md (LOGIN REPLICATION, owner of
+	// the tables, the documented grants).
+	Superuser bool
 }
 
 // entry is the entry point that runs a migration's job.
@@ -80,13 +87,14 @@ type harness struct {
 	logf  func(format string, args ...any)
 	tally *Tally
 
-	cluster *pgtest.Cluster
-	dsn     string
-	ctl     *pgxpool.Pool // the harness's own sessions
-	app     *pgxpool.Pool // the application's
-	srv     *server
-	w       *writer
-	conf    string // refit's configuration file
+	cluster  *pgtest.Cluster
+	dsn      string        // the harness's and the application's (a superuser)
+	refitDSN string        // refit's: the least-privilege role of docs/safety.md, unless Config.Superuser
+	ctl      *pgxpool.Pool // the harness's own sessions
+	app      *pgxpool.Pool // the application's
+	srv      *server
+	w        *writer
+	conf     string // refit's configuration file
 
 	completed []*migration
 	tokens    map[string]map[int64]string // volatile column → id → value, once its migration completed
@@ -224,6 +232,16 @@ func (h *harness) main(ctx context.Context) (err error) {
 		}
 		carry = append(carry, missed...)
 	}
+	if !h.cfg.Superuser {
+		// refit ran as the least-privilege role: its schema is that role's.
+		var owner string
+		if err := h.ctl.QueryRow(ctx, "SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = 'refit'").Scan(&owner); err != nil {
+			return fmt.Errorf("owner of schema refit: %w", err)
+		}
+		if owner != refitRole {
+			return fmt.Errorf("schema refit is owned by %s, want %s: refit did not run as the least-privilege role", owner, refitRole)
+		}
+	}
 	st, nerr, errs := h.w.snapshot()
 	h.tally.Writes, h.tally.WriterErrors = st, nerr
 	if nerr > 0 {
@@ -285,6 +303,13 @@ func (h *harness) setup(ctx context.Context, cycles int) error {
 	if _, err := h.ctl.Exec(ctx, sql); err != nil {
 		return fmt.Errorf("create %s: %w", table, err)
 	}
+	var err error
+	h.refitDSN = h.dsn
+	if !h.cfg.Superuser {
+		if h.refitDSN, err = h.leastPrivilegeRole(ctx); err != nil {
+			return err
+		}
+	}
 	batch := min(max(h.cfg.Rows/25, 50), 500)
 	conf := fmt.Sprintf(`dsn: %q
 targets:
@@ -309,10 +334,51 @@ log:
   format: json
 http:
   listen: ""
-`, h.dsn, h.dsn, batch, ddlLockTimeout)
+`, h.refitDSN, h.refitDSN, batch, ddlLockTimeout)
 	h.conf = filepath.Join(h.cfg.Dir, "refit.yaml")
 	if err := os.WriteFile(h.conf, []byte(conf), 0o600); err != nil {
 		return fmt.Errorf("write refit configuration: %w", err)
 	}
 	return nil
+}
+
+// refitRole is the role refit runs as, unless Config.Superuser.
+const refitRole = "refit_chaos"
+
+// leastPrivilegeRole creates the role of docs/safety.md ("Privileges"):
+// LOGIN REPLICATION, the owner of the application's tables, with CREATE on
+// the database (for the refit schema) and on schema public, membership of
+// pg_read_all_stats, and EXECUTE on the replication-origin functions. It
+// returns the DSN refit connects with.
+func (h *harness) leastPrivilegeRole(ctx context.Context) (string, error) {
+	pw := make([]byte, 12)
+	if _, err := crand.Read(pw); err != nil {
+		return "", err
+	}
+	password := hex.EncodeToString(pw)
+	role := pgx.Identifier{refitRole}.Sanitize()
+	var db string
+	if err := h.ctl.QueryRow(ctx, "SELECT current_database()::text").Scan(&db); err != nil {
+		return "", err
+	}
+	for _, stmt := range []string{
+		fmt.Sprintf("CREATE ROLE %s LOGIN REPLICATION PASSWORD '%s'", role, password),
+		fmt.Sprintf("GRANT CREATE ON DATABASE %s TO %s", pgx.Identifier{db}.Sanitize(), role),
+		"GRANT CREATE ON SCHEMA public TO " + role,
+		"GRANT pg_read_all_stats TO " + role,
+		`GRANT EXECUTE ON FUNCTION pg_catalog.pg_replication_origin_create(text), pg_catalog.pg_replication_origin_drop(text),
+			pg_catalog.pg_replication_origin_session_setup(text), pg_catalog.pg_replication_origin_session_reset() TO ` + role,
+		fmt.Sprintf("ALTER TABLE %s OWNER TO %s", table, role),
+		fmt.Sprintf("ALTER TABLE %s OWNER TO %s", auditTable, role),
+	} {
+		if _, err := h.ctl.Exec(ctx, stmt); err != nil {
+			return "", fmt.Errorf("create refit's role: %w", err)
+		}
+	}
+	u, err := url.Parse(h.dsn)
+	if err != nil {
+		return "", fmt.Errorf("create refit's role: %w", err)
+	}
+	u.User = url.UserPassword(refitRole, password)
+	return u.String(), nil
 }

@@ -69,7 +69,10 @@ func TestChaos(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	tally, err := chaos.Run(ctx, chaos.Config{Binary: bin, Faults: faults, Seed: seed, Rows: rows, Dir: dir, Logf: t.Logf, LogDir: logDir})
+	// refit runs as the least-privilege role of docs/safety.md unless
+	// REFIT_CHAOS_SUPERUSER=1.
+	super := os.Getenv("REFIT_CHAOS_SUPERUSER") == "1"
+	tally, err := chaos.Run(ctx, chaos.Config{Binary: bin, Faults: faults, Seed: seed, Rows: rows, Dir: dir, Logf: t.Logf, LogDir: logDir, Superuser: super})
 	if tally != nil {
 		t.Logf("\n%s", tally)
 	}
