@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -44,6 +45,9 @@ type Stats struct {
 	RowsChanged   int64
 	// Lags are commit→applied delays of recent transactions (bounded ring).
 	Lags []time.Duration
+	// OriginFilter is where refit's own writes are dropped from the
+	// running stream: OriginWalsender or OriginClient.
+	OriginFilter string
 }
 
 // Consumer streams the job's slot and applies dirty keys.
@@ -169,11 +173,36 @@ type loopState struct {
 	lastStatus  time.Time
 	reached     []string // sentinel nonces reached, waiting for the apply
 	apply       *pgxpool.Conn
+	// walsenderFilter: the stream runs with origin 'none', so every
+	// confirmation is preceded by checkNoForeignOrigin.
+	walsenderFilter bool
 }
 
 // Run consumes the slot until ctx is done or an error occurs. It resumes
-// from the slot's confirmed position (never from IDENTIFY_SYSTEM's).
-func (c *Consumer) Run(ctx context.Context) (err error) {
+// from the slot's confirmed position (never from IDENTIFY_SYSTEM's). A
+// stream that filters refit's writes in the walsender and sees another
+// replication origin appear starts again filtering them in the client
+// (see OriginWalsender).
+func (c *Consumer) Run(ctx context.Context) error {
+	mode, why, err := originFilter(ctx, c.pool, c.cfg.OriginFilter == OriginClient)
+	if err != nil {
+		return err
+	}
+	for {
+		c.log.Info("sync origin filter", zap.String("filter", mode), zap.String("why", why))
+		c.mu.Lock()
+		c.stats.OriginFilter = mode
+		c.mu.Unlock()
+		err := c.run(ctx, mode == OriginWalsender)
+		if !errors.Is(err, errForeignOrigin) {
+			return err
+		}
+		mode, why = OriginClient, err.Error()
+	}
+}
+
+// run is one stream of Run; walsenderFilter selects origin 'none'.
+func (c *Consumer) run(ctx context.Context, walsenderFilter bool) (err error) {
 	cfg := c.pool.Config().ConnConfig.Config.Copy()
 	if cfg.RuntimeParams == nil {
 		cfg.RuntimeParams = map[string]string{}
@@ -199,9 +228,11 @@ func (c *Consumer) Run(ctx context.Context) (err error) {
 		// "where the slot is", never IDENTIFY_SYSTEM's current position.
 		// Protocol 1 without streaming: a transaction is sent once it has
 		// committed, which spill relies on.
-		return pglogrepl.StartReplication(ctx, conn, SlotName(c.jobID), 0, pglogrepl.StartReplicationOptions{
-			PluginArgs: []string{"proto_version '1'", fmt.Sprintf("publication_names '%s'", PublicationName(c.jobID)), "messages 'true'"},
-		})
+		args := []string{"proto_version '1'", fmt.Sprintf("publication_names '%s'", PublicationName(c.jobID)), "messages 'true'"}
+		if walsenderFilter {
+			args = append(args, "origin 'none'")
+		}
+		return pglogrepl.StartReplication(ctx, conn, SlotName(c.jobID), 0, pglogrepl.StartReplicationOptions{PluginArgs: args})
 	})
 	if err != nil {
 		return fmt.Errorf("start replication on %s: %w", SlotName(c.jobID), err)
@@ -231,7 +262,8 @@ func (c *Consumer) Run(ctx context.Context) (err error) {
 		}
 	}()
 	c.log.Info("sync consumer started", zap.String("slot", SlotName(c.jobID)))
-	st := &loopState{conn: conn, relations: map[uint32]*relation{}, pending: map[*Target]map[string][]string{}, apply: apply, lastStatus: time.Now()}
+	st := &loopState{conn: conn, relations: map[uint32]*relation{}, pending: map[*Target]map[string][]string{}, apply: apply, lastStatus: time.Now(),
+		walsenderFilter: walsenderFilter}
 	rd := newStreamReader(ctx, conn, streamTick)
 	c.mu.Lock()
 	c.reader = rd
@@ -679,6 +711,12 @@ func ApplySQL(t *Target) string {
 }
 
 func (c *Consumer) sendStatus(ctx context.Context, st *loopState, reply bool) error {
+	if st.walsenderFilter {
+		// st.confirmed was received before this check (see OriginWalsender).
+		if err := checkNoForeignOrigin(ctx, st.apply); err != nil {
+			return err
+		}
+	}
 	err := pglogrepl.SendStandbyStatusUpdate(ctx, st.conn, pglogrepl.StandbyStatusUpdate{
 		WALWritePosition: st.confirmed, WALFlushPosition: st.confirmed, WALApplyPosition: st.confirmed,
 		ClientTime: time.Now(), ReplyRequested: reply,

@@ -67,6 +67,11 @@ type Config struct {
 	// decodes it; without this bound the application's changes queue behind
 	// the backfill's in the stream and the sync lag grows with the table.
 	MaxDecodeBacklog int64 `mapstructure:"max_decode_backlog" json:"max_decode_backlog"`
+	// OriginFilter says where refit's own writes are dropped from the
+	// stream: "auto" (the walsender on PostgreSQL 16+ while no other
+	// replication origin exists, else the client; see OriginWalsender) or
+	// "client" (always the client).
+	OriginFilter string `mapstructure:"origin_filter" json:"origin_filter"`
 }
 
 // DefaultConfig returns the built-in defaults.
@@ -81,6 +86,7 @@ func DefaultConfig() Config {
 		FailRetainedWAL:   16 << 30, // 16 GiB
 		ApplyLockTimeout:  time.Second,
 		MaxDecodeBacklog:  4 << 20, // 4 MiB
+		OriginFilter:      "auto",
 	}
 }
 
@@ -95,6 +101,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxRetainedWAL < 0 || c.FailRetainedWAL < 0 || c.MaxDecodeBacklog < 0 {
 		errs = append(errs, errors.New("replication retained WAL limits must be >= 0"))
+	}
+	if c.OriginFilter != "" && c.OriginFilter != "auto" && c.OriginFilter != OriginClient {
+		errs = append(errs, fmt.Errorf("replication.origin_filter must be auto or client, not %q", c.OriginFilter))
 	}
 	if c.FailRetainedWAL > 0 && c.MaxRetainedWAL > c.FailRetainedWAL {
 		errs = append(errs, errors.New("replication.max_retained_wal must be <= replication.fail_retained_wal"))

@@ -112,6 +112,9 @@ var schemaSteps = []string{
 	// The fingerprint of the plan a job started expanding with: a resume
 	// whose plan differs (another refit version, another file) is refused.
 	`ALTER TABLE refit.jobs ADD COLUMN plan_fingerprint text`,
+	// Where the running sync drops refit's own writes from the stream
+	// (replication.OriginWalsender or OriginClient), for refit status.
+	`ALTER TABLE refit.jobs ADD COLUMN sync_origin_filter text`,
 	// refit.submit runs as its owner (SECURITY DEFINER) with a fixed
 	// search_path, so a submitting role needs only EXECUTE on it (and USAGE
 	// on the schema), never a privilege on refit's tables: a role that may

@@ -171,7 +171,7 @@ const jobColumns = `j.id, j.name, j.checksum, j.file, j.source, j.facts, j.phase
 	coalesce(j.error, ''), coalesce(j.owner, ''), j.created_at, j.updated_at, j.phase_started_at, j.finished_at,
 	coalesce(j.sync_confirmed_lsn, ''), coalesce(j.sync_lag_bytes, 0), coalesce(j.sync_retained_bytes, 0), j.sync_keys_applied,
 	j.sync_last_commit_at, j.sync_applied_at, coalesce(j.throttled_by, ''), j.sync_changed_at, j.heartbeat_at, j.settings,
-	coalesce(j.plan_fingerprint, '')`
+	coalesce(j.plan_fingerprint, ''), coalesce(j.sync_origin_filter, '')`
 
 func scanJob(row pgx.Row) (*Job, error) {
 	var j Job
@@ -182,7 +182,7 @@ func scanJob(row pgx.Row) (*Job, error) {
 		&j.Error, &j.Owner, &j.CreatedAt, &j.UpdatedAt, &j.PhaseStartedAt, &j.FinishedAt,
 		&j.Sync.ConfirmedLSN, &j.Sync.LagBytes, &j.Sync.RetainedBytes, &j.Sync.KeysApplied,
 		&j.Sync.LastCommitAt, &j.Sync.AppliedAt, &j.ThrottledBy, &j.Sync.ChangedAt, &j.HeartbeatAt, &j.Settings,
-		&j.PlanFingerprint)
+		&j.PlanFingerprint, &j.Sync.OriginFilter)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -560,13 +560,17 @@ type Sync struct {
 	// set the old columns, i.e. an application version still using the old
 	// shape. The auto contract gate waits for a quiet period after it.
 	ChangedAt *time.Time `json:"changed_at,omitempty"`
+	// OriginFilter is where the sync drops refit's own writes from the
+	// stream: "walsender" (PostgreSQL 16+, origin 'none') or "client".
+	OriginFilter string `json:"origin_filter,omitempty"`
 }
 
 // UpdateSync records the consumer's latest figures.
 func (s *Store) UpdateSync(ctx context.Context, id int64, sy Sync) error {
 	_, err := s.pool.Exec(ctx, `UPDATE refit.jobs SET sync_confirmed_lsn = $2, sync_lag_bytes = $3, sync_retained_bytes = $4,
-		sync_keys_applied = $5, sync_last_commit_at = $6, sync_applied_at = $7, sync_changed_at = coalesce($8, sync_changed_at) WHERE id = $1`,
-		id, sy.ConfirmedLSN, sy.LagBytes, sy.RetainedBytes, sy.KeysApplied, sy.LastCommitAt, sy.AppliedAt, sy.ChangedAt)
+		sync_keys_applied = $5, sync_last_commit_at = $6, sync_applied_at = $7, sync_changed_at = coalesce($8, sync_changed_at),
+		sync_origin_filter = coalesce(nullif($9, ''), sync_origin_filter) WHERE id = $1`,
+		id, sy.ConfirmedLSN, sy.LagBytes, sy.RetainedBytes, sy.KeysApplied, sy.LastCommitAt, sy.AppliedAt, sy.ChangedAt, sy.OriginFilter)
 	return err
 }
 

@@ -164,7 +164,8 @@ func (r *Runner) monitor(ctx context.Context, log *zap.Logger, jobID int64, s *s
 			continue
 		}
 		st := s.consumer.Stats()
-		sy := state.Sync{ConfirmedLSN: st.ConfirmedLSN.String(), LagBytes: info.LagBytes, RetainedBytes: info.RetainedBytes, KeysApplied: st.KeysApplied}
+		sy := state.Sync{ConfirmedLSN: st.ConfirmedLSN.String(), LagBytes: info.LagBytes, RetainedBytes: info.RetainedBytes, KeysApplied: st.KeysApplied,
+			OriginFilter: st.OriginFilter}
 		if !st.LastCommitTime.IsZero() {
 			lc, ap := st.LastCommitTime, st.LastAppliedAt
 			sy.LastCommitAt, sy.AppliedAt = &lc, &ap

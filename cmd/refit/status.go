@@ -81,6 +81,9 @@ func newStatusCmd(a *app) *cobra.Command {
 				lag := "-"
 				if j.Sync.ConfirmedLSN != "" && !j.Phase.Terminal() {
 					lag = fmt.Sprintf("%s, %.0f ms", bytesHuman(j.Sync.LagBytes), j.Sync.LagSeconds*1000)
+					if j.Sync.OriginFilter != "" {
+						lag += ", filter " + j.Sync.OriginFilter
+					}
 				}
 				throttled := j.ThrottledBy
 				if throttled == "" {
@@ -187,6 +190,9 @@ func progressLine(j *state.Job, rate float64) string {
 	}
 	line := fmt.Sprintf("%-11s %s %5.1f%% %d/%d rows %.0f rows/s ETA %s · sync lag %s %.0f ms · %d keys synced",
 		j.Phase, bar, pct*100, j.RowsDone, j.RowsTotal, rate, eta, bytesHuman(j.Sync.LagBytes), j.Sync.LagSeconds*1000, j.Sync.KeysApplied)
+	if j.Sync.OriginFilter != "" && j.Phase >= state.PhaseBackfilling && !j.Phase.Terminal() {
+		line += " · refit's writes filtered by the " + j.Sync.OriginFilter
+	}
 	if j.ThrottledBy != "" {
 		line += " · throttled by " + j.ThrottledBy
 	}
