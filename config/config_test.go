@@ -46,11 +46,39 @@ func TestLoadPrecedence(t *testing.T) {
 	}
 }
 
+// TestLoadLockTimeoutInitial: ddl.lock_timeout_initial defaults to 50ms and
+// is read from the file and the environment.
+func TestLoadLockTimeoutInitial(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "refit.yaml")
+	if err := os.WriteFile(file, []byte("ddl:\n  lock_timeout: 2s\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(file, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.DDL.LockTimeoutInitial != 50*time.Millisecond || cfg.DDL.LockTimeout != 2*time.Second {
+		t.Errorf("lock_timeout_initial %s lock_timeout %s, want the default 50ms and the file's 2s", cfg.DDL.LockTimeoutInitial, cfg.DDL.LockTimeout)
+	}
+	if err := os.WriteFile(file, []byte("ddl:\n  lock_timeout: 2s\n  lock_timeout_initial: 2s\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if cfg, err = config.Load(file, nil); err != nil || cfg.DDL.LockTimeoutInitial != 2*time.Second {
+		t.Errorf("from the file: lock_timeout_initial %s, %v; want 2s", cfg.DDL.LockTimeoutInitial, err)
+	}
+	t.Setenv("REFIT_DDL_LOCK_TIMEOUT_INITIAL", "100ms")
+	if cfg, err = config.Load(file, nil); err != nil || cfg.DDL.LockTimeoutInitial != 100*time.Millisecond {
+		t.Errorf("from the environment: lock_timeout_initial %s, %v; want 100ms", cfg.DDL.LockTimeoutInitial, err)
+	}
+}
+
 func TestLoadErrors(t *testing.T) {
 	cases := []struct{ name, body, want string }{
 		{"unknown key", "backfill:\n  batchsize: 10\n", "batchsize"},
 		{"invalid value", "backfill:\n  batch_size: 0\n", "backfill.batch_size"},
 		{"bad duration", "ddl:\n  lock_timeout: soon\n", "lock_timeout"},
+		{"lock timeout below the initial one", "ddl:\n  lock_timeout: 20ms\n", "ddl.lock_timeout_initial (50ms) must be > 0 and <= ddl.lock_timeout (20ms)"},
+		{"zero initial lock timeout", "ddl:\n  lock_timeout_initial: 0s\n", "ddl.lock_timeout_initial (0s) must be > 0"},
 		{"bad log level", "log:\n  level: loud\n", "log.level"},
 		{"limits inverted", "replication:\n  max_retained_wal: 10\n  fail_retained_wal: 5\n", "max_retained_wal"},
 	}

@@ -10,6 +10,16 @@
 // escalating sleeps and tries again, up to a total time bound. The timeout
 // is set on every connection for every attempt, including the last.
 //
+// The lock_timeout itself escalates too: a statement's first attempt waits
+// at most ddl.lock_timeout_initial (50 ms by default), and each lock timeout
+// of that statement doubles the next attempt's wait, up to ddl.lock_timeout
+// (see Config.AttemptLockTimeout). A blocker then costs the application a
+// few short stalls instead of one stall of lock_timeout per attempt, and a
+// workload whose lock holders overlap for longer than the short waits is
+// still met with the full lock_timeout. Concurrent index builds wait up to
+// ddl.lock_timeout at every attempt: their lock does not queue the
+// application, and a timeout late in a build throws the build away.
+//
 // Transactional statements run one per short transaction, together with the
 // caller's checkpoint, so each happens exactly once. Statements that cannot
 // run in a transaction (CREATE/DROP INDEX CONCURRENTLY) run in autocommit with
@@ -39,6 +49,10 @@ import (
 type Config struct {
 	// LockTimeout is the longest any statement of refit waits for a lock.
 	LockTimeout time.Duration `mapstructure:"lock_timeout" json:"lock_timeout"`
+	// LockTimeoutInitial is the lock_timeout of a statement's first attempt;
+	// each lock timeout doubles it, up to LockTimeout (AttemptLockTimeout).
+	// Concurrent index builds wait up to LockTimeout from the first attempt.
+	LockTimeoutInitial time.Duration `mapstructure:"lock_timeout_initial" json:"lock_timeout_initial"`
 	// StatementTimeout bounds short DDL statements.
 	StatementTimeout time.Duration `mapstructure:"statement_timeout" json:"statement_timeout"`
 	// LongStatementTimeout bounds scans (VALIDATE CONSTRAINT, index builds);
@@ -55,6 +69,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		LockTimeout:          time.Second,
+		LockTimeoutInitial:   50 * time.Millisecond,
 		StatementTimeout:     30 * time.Second,
 		LongStatementTimeout: 0,
 		RetryInitial:         200 * time.Millisecond,
@@ -69,6 +84,10 @@ func (c Config) Validate() error {
 	if c.LockTimeout <= 0 {
 		errs = append(errs, errors.New("ddl.lock_timeout must be > 0"))
 	}
+	if c.LockTimeoutInitial <= 0 || (c.LockTimeout > 0 && c.LockTimeoutInitial > c.LockTimeout) {
+		errs = append(errs, fmt.Errorf("ddl.lock_timeout_initial (%s) must be > 0 and <= ddl.lock_timeout (%s): it is the first attempt's lock wait, which escalates up to ddl.lock_timeout",
+			c.LockTimeoutInitial, c.LockTimeout))
+	}
 	if c.StatementTimeout < 0 || c.LongStatementTimeout < 0 {
 		errs = append(errs, errors.New("ddl statement timeouts must be >= 0"))
 	}
@@ -79,6 +98,49 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("ddl.retry_total must be > 0"))
 	}
 	return errors.Join(errs...)
+}
+
+// AttemptLockTimeout is the lock_timeout of a statement's attempt after
+// lockTimeouts earlier attempts of the same statement ended in a lock
+// timeout: LockTimeoutInitial doubled once per lock timeout, capped at
+// LockTimeout. It is never above LockTimeout, the longest any statement of
+// refit waits for a lock. A LockTimeoutInitial of 0 (a Config not built
+// from DefaultConfig, which Validate refuses) means no escalation.
+//
+// Why it starts short: while refit's request waits, every later query on
+// the table queues behind it, so what a blocker costs the application is
+// the sum over attempts of each attempt's wait. Most blockers are one long
+// transaction: once it ends, any attempt gets the lock at once, however
+// short its timeout, so the short first attempts lose nothing. A longer
+// wait only helps when the lock holders overlap (a new long reader starts
+// before the last one ends), and then only a wait longer than the holders'
+// remaining time succeeds; each lock timeout is a sign of that, so the wait
+// doubles, at the pace of the backoff between attempts.
+//
+// Why it caps instead of resetting to the initial wait: once the doubling
+// has reached LockTimeout, every shorter wait has already failed for this
+// statement, and starting over would spend most of the remaining attempts
+// (within ddl.retry_total) on waits that are likely to fail again, each
+// still stalling the application, while the full wait, the one that can
+// succeed against overlapping holders, would be tried only once per cycle.
+// At the cap an attempt costs the application at most LockTimeout, as every
+// attempt did before the escalation, and the backoff has grown towards
+// ddl.retry_max, so those attempts are sparse. The escalation starts over
+// for each statement: a blocker of one statement says nothing about the
+// next. Deadlocks and serialization failures do not escalate: they say
+// nothing about the wait being too short.
+func (c Config) AttemptLockTimeout(lockTimeouts int) time.Duration {
+	if c.LockTimeoutInitial <= 0 || c.LockTimeoutInitial >= c.LockTimeout {
+		return c.LockTimeout
+	}
+	d := c.LockTimeoutInitial
+	for range lockTimeouts {
+		if d >= c.LockTimeout/2 {
+			return c.LockTimeout
+		}
+		d *= 2
+	}
+	return d
 }
 
 // Statement is one DDL statement to run safely.
@@ -93,7 +155,8 @@ type Statement struct {
 	LongRunning bool
 	// Index, when set, is the (quoted, qualified) name of the index the
 	// statement builds: a valid one means the statement already ran; an
-	// INVALID one is dropped before building.
+	// INVALID one is dropped before building. Such a build waits up to
+	// LockTimeout at every attempt (see attemptLockTimeout).
 	Index string
 }
 
@@ -127,25 +190,32 @@ func (e *Executor) Run(ctx context.Context, s Statement, within func(context.Con
 	log := e.log.With(zap.String("statement", s.Description))
 	start := time.Now()
 	backoff := e.cfg.RetryInitial
+	lockTimeouts := 0
 	for attempt := 1; ; attempt++ {
+		lockTimeout := e.attemptLockTimeout(s, lockTimeouts)
 		var blockers *blockerReport
 		var err error
 		if s.Transactional {
-			blockers, err = e.runTx(ctx, s, within)
+			blockers, err = e.runTx(ctx, s, lockTimeout, within)
 		} else {
-			blockers, err = e.runAutocommit(ctx, s, within, log)
+			blockers, err = e.runAutocommit(ctx, s, lockTimeout, within, log)
 		}
 		if err == nil {
 			if attempt > 1 {
-				log.Info("ddl succeeded after retries", zap.Int("attempts", attempt), zap.Duration("elapsed", time.Since(start)))
+				log.Info("ddl succeeded after retries", zap.Int("attempts", attempt),
+					zap.Duration("lock_timeout", lockTimeout), zap.Duration("elapsed", time.Since(start)))
 			}
 			return nil
 		}
 		if !sqlstate.Retryable(err) || ctx.Err() != nil {
 			return fmt.Errorf("%s: %w", s.Description, err)
 		}
+		if sqlstate.Is(err, sqlstate.LockNotAvailable) {
+			lockTimeouts++
+		}
 		sleep := backoff/2 + rand.N(backoff/2+1)
-		fields := []zap.Field{zap.Int("attempt", attempt), zap.String("sqlstate", sqlstate.Code(err))}
+		fields := []zap.Field{zap.Int("attempt", attempt), zap.String("sqlstate", sqlstate.Code(err)),
+			zap.Duration("lock_timeout", lockTimeout)}
 		var blocked []Blocker
 		if blockers != nil {
 			blocked = blockers.get()
@@ -167,6 +237,21 @@ func (e *Executor) Run(ctx context.Context, s Statement, within func(context.Con
 	}
 }
 
+// attemptLockTimeout is the lock_timeout of the attempt of s after
+// lockTimeouts lock timeouts of s: Config.AttemptLockTimeout, except for a
+// concurrent index build (s.Index set), which waits up to LockTimeout from
+// the first attempt. Its SHARE UPDATE EXCLUSIVE request does not queue the
+// application's reads and writes (their modes do not conflict with it), so
+// a short wait would spare the application nothing; and lock_timeout also
+// bounds the build's waits for older transactions after its scans, where a
+// timeout throws the built index away (it is INVALID and rebuilt).
+func (e *Executor) attemptLockTimeout(s Statement, lockTimeouts int) time.Duration {
+	if s.Index != "" {
+		return e.cfg.LockTimeout
+	}
+	return e.cfg.AttemptLockTimeout(lockTimeouts)
+}
+
 func (e *Executor) statementTimeout(s Statement) time.Duration {
 	if s.LongRunning {
 		return e.cfg.LongStatementTimeout
@@ -175,11 +260,12 @@ func (e *Executor) statementTimeout(s Statement) time.Duration {
 }
 
 // setTimeouts returns the SET (scope "LOCAL" or "SESSION") statements of the
-// timeouts of s. PostgreSQL takes whole milliseconds and reads 0 as "no
-// limit", so a positive duration is rounded up, never down to 0.
-func (e *Executor) setTimeouts(scope string, s Statement) string {
+// timeouts of an attempt of s that waits up to lockTimeout for its locks.
+// PostgreSQL takes whole milliseconds and reads 0 as "no limit", so a
+// positive duration is rounded up, never down to 0.
+func (e *Executor) setTimeouts(scope string, s Statement, lockTimeout time.Duration) string {
 	return fmt.Sprintf("SET %s lock_timeout = %d; SET %s statement_timeout = %d",
-		scope, ceilMillis(e.cfg.LockTimeout), scope, ceilMillis(e.statementTimeout(s)))
+		scope, ceilMillis(lockTimeout), scope, ceilMillis(e.statementTimeout(s)))
 }
 
 func ceilMillis(d time.Duration) int64 {
@@ -189,7 +275,7 @@ func ceilMillis(d time.Duration) int64 {
 	return int64((d + time.Millisecond - 1) / time.Millisecond)
 }
 
-func (e *Executor) runTx(ctx context.Context, s Statement, within func(context.Context, pgx.Tx) error) (_ *blockerReport, err error) {
+func (e *Executor) runTx(ctx context.Context, s Statement, lockTimeout time.Duration, within func(context.Context, pgx.Tx) error) (_ *blockerReport, err error) {
 	conn, err := e.pool.Acquire(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("acquire connection: %w", err)
@@ -204,10 +290,10 @@ func (e *Executor) runTx(ctx context.Context, s Statement, within func(context.C
 			err = errors.Join(err, fmt.Errorf("rollback: %w", rbErr))
 		}
 	}()
-	if _, err := tx.Exec(ctx, e.setTimeouts("LOCAL", s)); err != nil {
+	if _, err := tx.Exec(ctx, e.setTimeouts("LOCAL", s, lockTimeout)); err != nil {
 		return nil, fmt.Errorf("set timeouts: %w", err)
 	}
-	blockers := e.watchBlockers(ctx, conn.Conn().PgConn().PID())
+	blockers := e.watchBlockers(ctx, conn.Conn().PgConn().PID(), lockTimeout)
 	_, err = tx.Exec(ctx, s.SQL, s.Args...)
 	blockers.stop()
 	if err != nil {
@@ -221,7 +307,7 @@ func (e *Executor) runTx(ctx context.Context, s Statement, within func(context.C
 	return nil, tx.Commit(ctx)
 }
 
-func (e *Executor) runAutocommit(ctx context.Context, s Statement, within func(context.Context, pgx.Tx) error, log *zap.Logger) (*blockerReport, error) {
+func (e *Executor) runAutocommit(ctx context.Context, s Statement, lockTimeout time.Duration, within func(context.Context, pgx.Tx) error, log *zap.Logger) (*blockerReport, error) {
 	conn, err := e.pool.Acquire(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("acquire connection: %w", err)
@@ -233,7 +319,7 @@ func (e *Executor) runAutocommit(ctx context.Context, s Statement, within func(c
 		}
 		conn.Release()
 	}()
-	if _, err := conn.Exec(ctx, e.setTimeouts("SESSION", s)); err != nil {
+	if _, err := conn.Exec(ctx, e.setTimeouts("SESSION", s, lockTimeout)); err != nil {
 		return nil, fmt.Errorf("set timeouts: %w", err)
 	}
 	if s.Index != "" {
@@ -252,7 +338,7 @@ func (e *Executor) runAutocommit(ctx context.Context, s Statement, within func(c
 			}
 		}
 	}
-	blockers := e.watchBlockers(ctx, conn.Conn().PgConn().PID())
+	blockers := e.watchBlockers(ctx, conn.Conn().PgConn().PID(), lockTimeout)
 	_, err = conn.Exec(ctx, s.SQL, s.Args...)
 	blockers.stop()
 	if err != nil {
@@ -329,11 +415,12 @@ func (b *blockerReport) get() []Blocker {
 }
 
 // watchBlockers samples pg_blocking_pids(pid) from another connection while
-// the statement waits, so a lock timeout can name who held the lock.
-func (e *Executor) watchBlockers(ctx context.Context, pid uint32) *blockerReport {
+// the statement waits (up to lockTimeout), so a lock timeout can name who
+// held the lock.
+func (e *Executor) watchBlockers(ctx context.Context, pid uint32, lockTimeout time.Duration) *blockerReport {
 	ctx, cancel := context.WithCancel(ctx)
 	b := &blockerReport{cancel: cancel, done: make(chan struct{})}
-	delay := min(e.cfg.LockTimeout/2, 200*time.Millisecond)
+	delay := min(lockTimeout/2, 200*time.Millisecond)
 	go func() {
 		defer close(b.done)
 		t := time.NewTimer(delay)

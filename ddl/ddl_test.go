@@ -45,7 +45,7 @@ func newLogger(t *testing.T) (*zap.Logger, *observer.ObservedLogs) {
 	return log, logs
 }
 
-func newPool(t *testing.T, dsn string, maxConns int32, params map[string]string) *pgxpool.Pool {
+func newPool(t testing.TB, dsn string, maxConns int32, params map[string]string) *pgxpool.Pool {
 	t.Helper()
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
@@ -65,7 +65,7 @@ func newPool(t *testing.T, dsn string, maxConns int32, params map[string]string)
 	return pool
 }
 
-func connect(t *testing.T, dsn string) *pgx.Conn {
+func connect(t testing.TB, dsn string) *pgx.Conn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -77,7 +77,7 @@ func connect(t *testing.T, dsn string) *pgx.Conn {
 	return conn
 }
 
-func exec(t *testing.T, conn *pgx.Conn, sql string, args ...any) {
+func exec(t testing.TB, conn *pgx.Conn, sql string, args ...any) {
 	t.Helper()
 	if _, err := conn.Exec(context.Background(), sql, args...); err != nil {
 		t.Fatalf("%s: %v", sql, err)
@@ -139,7 +139,7 @@ type locker struct {
 // holdLock opens session A, runs BEGIN and lockSQL, and keeps the
 // transaction open until hold has passed or stop is called; then it commits.
 // It returns once the lock is held.
-func holdLock(t *testing.T, dsn, lockSQL string, hold time.Duration) *locker {
+func holdLock(t testing.TB, dsn, lockSQL string, hold time.Duration) *locker {
 	t.Helper()
 	l := &locker{conn: connect(t, dsn), release: make(chan struct{}), done: make(chan error, 1)}
 	l.pid = l.conn.PgConn().PID()
@@ -608,6 +608,7 @@ func TestSubMillisecondLockTimeout(t *testing.T) {
 	log, _ := newLogger(t)
 	cfg := ddl.DefaultConfig()
 	cfg.LockTimeout = 500 * time.Microsecond
+	cfg.LockTimeoutInitial = 200 * time.Microsecond // the first attempt's wait is below 1 ms too
 	cfg.RetryInitial = 50 * time.Millisecond
 	cfg.RetryMax = 100 * time.Millisecond
 	cfg.RetryTotal = 300 * time.Millisecond
@@ -641,7 +642,8 @@ func TestDeadlockIsRetried(t *testing.T) {
 
 	log, logs := newLogger(t)
 	cfg := ddl.DefaultConfig()
-	cfg.LockTimeout = 5 * time.Second // longer than deadlock_timeout, so the deadlock is found first
+	cfg.LockTimeout = 5 * time.Second        // longer than deadlock_timeout, so the deadlock is found first
+	cfg.LockTimeoutInitial = cfg.LockTimeout // from the first attempt
 	cfg.RetryInitial = 50 * time.Millisecond
 	cfg.RetryMax = 100 * time.Millisecond
 	cfg.RetryTotal = 20 * time.Second
@@ -730,7 +732,12 @@ func TestConfigValidate(t *testing.T) {
 		{"defaults", func(*ddl.Config) {}, nil},
 		{"zero statement timeouts mean no limit", func(c *ddl.Config) { c.StatementTimeout, c.LongStatementTimeout = 0, 0 }, nil},
 		{"retry max equals initial", func(c *ddl.Config) { c.RetryMax = c.RetryInitial }, nil},
-		{"zero lock timeout", func(c *ddl.Config) { c.LockTimeout = 0 }, []string{"ddl.lock_timeout"}},
+		{"initial lock timeout equals lock timeout", func(c *ddl.Config) { c.LockTimeoutInitial = c.LockTimeout }, nil},
+		{"zero lock timeout", func(c *ddl.Config) { c.LockTimeout = 0 }, []string{"ddl.lock_timeout must be > 0"}},
+		{"zero initial lock timeout", func(c *ddl.Config) { c.LockTimeoutInitial = 0 }, []string{"ddl.lock_timeout_initial (0s) must be > 0"}},
+		{"negative initial lock timeout", func(c *ddl.Config) { c.LockTimeoutInitial = -time.Millisecond }, []string{"ddl.lock_timeout_initial"}},
+		{"initial lock timeout above lock timeout", func(c *ddl.Config) { c.LockTimeout, c.LockTimeoutInitial = 20*time.Millisecond, 50*time.Millisecond },
+			[]string{"ddl.lock_timeout_initial (50ms) must be > 0 and <= ddl.lock_timeout (20ms)"}},
 		{"negative lock timeout", func(c *ddl.Config) { c.LockTimeout = -time.Second }, []string{"ddl.lock_timeout"}},
 		{"negative statement timeout", func(c *ddl.Config) { c.StatementTimeout = -1 }, []string{"statement timeouts"}},
 		{"negative long statement timeout", func(c *ddl.Config) { c.LongStatementTimeout = -1 }, []string{"statement timeouts"}},
@@ -738,7 +745,7 @@ func TestConfigValidate(t *testing.T) {
 		{"retry max below initial", func(c *ddl.Config) { c.RetryMax = c.RetryInitial / 2 }, []string{"ddl.retry_initial"}},
 		{"zero retry total", func(c *ddl.Config) { c.RetryTotal = 0 }, []string{"ddl.retry_total"}},
 		{"everything wrong", func(c *ddl.Config) { *c = ddl.Config{StatementTimeout: -1} },
-			[]string{"ddl.lock_timeout", "statement timeouts", "ddl.retry_initial", "ddl.retry_total"}},
+			[]string{"ddl.lock_timeout must", "ddl.lock_timeout_initial", "statement timeouts", "ddl.retry_initial", "ddl.retry_total"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := valid
