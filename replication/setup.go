@@ -67,6 +67,12 @@ type Config struct {
 	// decodes it; without this bound the application's changes queue behind
 	// the backfill's in the stream and the sync lag grows with the table.
 	MaxDecodeBacklog int64 `mapstructure:"max_decode_backlog" json:"max_decode_backlog"`
+	// FailoverSlot is whether a job's slot is a failover slot (PostgreSQL
+	// 17+), kept in step on standbys with sync_replication_slots so that it
+	// survives a failover: "auto" (when the primary sets
+	// synchronized_standby_slots, i.e. runs slot synchronization), "on"
+	// (refused before 17) or "off".
+	FailoverSlot string `mapstructure:"failover_slot" json:"failover_slot"`
 	// OriginFilter says where refit's own writes are dropped from the
 	// stream: "auto" (the walsender on PostgreSQL 16+ while no other
 	// replication origin exists, else the client; see OriginWalsender) or
@@ -87,6 +93,7 @@ func DefaultConfig() Config {
 		ApplyLockTimeout:  time.Second,
 		MaxDecodeBacklog:  4 << 20, // 4 MiB
 		OriginFilter:      "auto",
+		FailoverSlot:      "auto",
 	}
 }
 
@@ -101,6 +108,11 @@ func (c Config) Validate() error {
 	}
 	if c.MaxRetainedWAL < 0 || c.FailRetainedWAL < 0 || c.MaxDecodeBacklog < 0 {
 		errs = append(errs, errors.New("replication retained WAL limits must be >= 0"))
+	}
+	switch c.FailoverSlot {
+	case "", "auto", "on", "off":
+	default:
+		errs = append(errs, fmt.Errorf("replication.failover_slot must be auto, on or off, not %q", c.FailoverSlot))
 	}
 	if c.OriginFilter != "" && c.OriginFilter != "auto" && c.OriginFilter != OriginClient {
 		errs = append(errs, fmt.Errorf("replication.origin_filter must be auto or client, not %q", c.OriginFilter))
@@ -480,6 +492,22 @@ func SlotBlockers(ctx context.Context, q Querier) ([]Blocker, error) {
 // may never end), and the wait for others is cancelled after timeout with
 // the list of what was still open.
 func EnsureSlot(ctx context.Context, pool *pgxpool.Pool, jobID int64, timeout time.Duration) (created bool, err error) {
+	return EnsureSlotWith(ctx, pool, jobID, SlotOptions{CreateTimeout: timeout})
+}
+
+// SlotOptions are how EnsureSlotWith creates a slot.
+type SlotOptions struct {
+	// CreateTimeout bounds the wait for open transactions.
+	CreateTimeout time.Duration
+	// Failover creates a failover slot (PostgreSQL 17+), which standbys
+	// with sync_replication_slots keep in step, so that the job's slot
+	// survives a failover to one of them; see FailoverSlot.
+	Failover bool
+}
+
+// EnsureSlotWith is EnsureSlot with options.
+func EnsureSlotWith(ctx context.Context, pool *pgxpool.Pool, jobID int64, opts SlotOptions) (created bool, err error) {
+	timeout := opts.CreateTimeout
 	info, err := Slot(ctx, pool, jobID)
 	if err != nil {
 		return false, err
@@ -523,7 +551,11 @@ func EnsureSlot(ctx context.Context, pool *pgxpool.Pool, jobID int64, timeout ti
 	defer ecancel()
 	res := make(chan error, 1)
 	go func() {
-		_, err := conn.Exec(ectx, "SELECT pg_create_logical_replication_slot($1, 'pgoutput')", SlotName(jobID))
+		create := "SELECT pg_create_logical_replication_slot($1, 'pgoutput')"
+		if opts.Failover {
+			create = "SELECT pg_create_logical_replication_slot($1, 'pgoutput', false, false, true)"
+		}
+		_, err := conn.Exec(ectx, create, SlotName(jobID))
 		res <- err
 	}()
 	timer := time.NewTimer(timeout)
@@ -941,4 +973,38 @@ func DecodeBacklog(ctx context.Context, q Querier, jobID int64) (backlog int64, 
 		return 0, false, nil
 	}
 	return *diff, true, nil
+}
+
+// FailoverSlot decides whether the job's slot is created as a failover slot
+// (replication.failover_slot) on the server q is connected to, and says
+// why. "on" before PostgreSQL 17 is an error naming the setting. "auto"
+// follows the primary's synchronized_standby_slots: a primary that names
+// standbys there runs slot synchronization (their sync_replication_slots
+// is on), and makes logical walsenders wait for them, so a failover slot
+// there is never ahead of its copy on a standby. A slot that exists already
+// keeps what it was created with.
+func FailoverSlot(ctx context.Context, q Querier, mode string) (failover bool, why string, err error) {
+	var version int
+	var standbys string
+	if err := q.QueryRow(ctx, `SELECT current_setting('server_version_num')::int,
+		coalesce(current_setting('synchronized_standby_slots', true), '')`).Scan(&version, &standbys); err != nil {
+		return false, "", fmt.Errorf("replication.failover_slot: %w", err)
+	}
+	return failoverSlot(mode, version, standbys)
+}
+
+func failoverSlot(mode string, version int, standbys string) (bool, string, error) {
+	switch {
+	case mode == "off":
+		return false, "replication.failover_slot is off", nil
+	case mode == "on" && version < 170000:
+		return false, "", fmt.Errorf("replication.failover_slot: on needs PostgreSQL 17 or later (failover slots), the server is %s; use auto or off", versionString(version))
+	case mode == "on":
+		return true, "replication.failover_slot is on", nil
+	case version < 170000:
+		return false, "the server is older than PostgreSQL 17 (no failover slots)", nil
+	case strings.TrimSpace(standbys) == "":
+		return false, "synchronized_standby_slots is not set (no standby synchronizes slots)", nil
+	}
+	return true, "synchronized_standby_slots = " + standbys, nil
 }

@@ -213,6 +213,9 @@ func (r *Runner) Run(ctx context.Context, jobID int64) (Outcome, error) {
 	if err := r.Replication.Validate(); err != nil {
 		return 0, fmt.Errorf("replication config: %w", err)
 	}
+	if _, _, err := replication.FailoverSlot(ctx, r.Pool, r.Replication.FailoverSlot); err != nil {
+		return 0, err // before anything of the job runs
+	}
 	if err := r.Throttle.Validate(); err != nil {
 		return 0, fmt.Errorf("throttle config: %w", err)
 	}

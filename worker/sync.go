@@ -90,12 +90,16 @@ func (r *Runner) prepareReplication(ctx context.Context, log *zap.Logger, job *s
 			return err
 		}
 	}
-	created, err := replication.EnsureSlot(ctx, r.Pool, job.ID, r.Replication.SlotCreateTimeout)
+	failover, why, err := replication.FailoverSlot(ctx, r.Pool, r.Replication.FailoverSlot)
+	if err != nil {
+		return err
+	}
+	created, err := replication.EnsureSlotWith(ctx, r.Pool, job.ID, replication.SlotOptions{CreateTimeout: r.Replication.SlotCreateTimeout, Failover: failover})
 	if err != nil {
 		return err
 	}
 	if created {
-		log.Info("replication slot created", zap.String("slot", replication.SlotName(job.ID)))
+		log.Info("replication slot created", zap.String("slot", replication.SlotName(job.ID)), zap.Bool("failover", failover), zap.String("why", why))
 		if job.RowsDone > 0 {
 			log.Warn("slot was recreated: backfill starts over to cover the gap", zap.Int64("rows_done", job.RowsDone))
 			if err := r.Store.ResetBackfill(ctx, job.ID); err != nil {

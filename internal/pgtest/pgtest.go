@@ -88,6 +88,9 @@ type Cluster struct {
 
 	stopOnce sync.Once
 	stopErr  error
+	// afterStop, if set, runs once the server has stopped (a standby's
+	// physical slot on its primary is dropped there).
+	afterStop func() error
 }
 
 const (
@@ -217,6 +220,9 @@ func (c *Cluster) Stop() error {
 		}
 		if err := os.RemoveAll(c.rootDir); err != nil {
 			errs = append(errs, fmt.Errorf("pgtest: remove %s: %w", c.rootDir, err))
+		}
+		if c.afterStop != nil {
+			errs = append(errs, c.afterStop())
 		}
 		c.stopErr = errors.Join(errs...)
 		c.log.Info("pgtest: cluster stopped", zap.Int("port", c.port), zap.Error(c.stopErr))

@@ -39,14 +39,73 @@ var ErrExternal = errors.New("pgtest: needs a cluster started by pgtest, not an 
 // standby.signal and primary_conninfo; a temporary physical slot keeps the
 // WAL the standby needs until it has caught up.
 func (c *Cluster) StartStandby(ctx context.Context, name string) (*Cluster, error) {
+	return c.StartStandbyWith(ctx, name, StandbyOptions{})
+}
+
+// StandbyOptions configures StartStandbyWith.
+type StandbyOptions struct {
+	// SyncSlots makes the standby synchronize the primary's failover
+	// logical slots (PostgreSQL 17+): it streams through a permanent
+	// physical slot of the primary (pgtest_<name>, dropped when the standby
+	// stops), with hot_standby_feedback and sync_replication_slots on, and
+	// the primary lists that slot in synchronized_standby_slots (reset when
+	// the standby stops).
+	SyncSlots bool
+}
+
+// StartStandbyWith is StartStandby with options.
+func (c *Cluster) StartStandbyWith(ctx context.Context, name string, opts StandbyOptions) (*Cluster, error) {
 	if c.external {
 		return nil, ErrExternal
+	}
+	if opts.SyncSlots && c.version < 17 {
+		return nil, fmt.Errorf("pgtest: slot synchronization needs PostgreSQL 17+, the server is %d", c.version)
 	}
 	basebackup, err := c.basebackup()
 	if err != nil {
 		c.log.Info("pgtest: standby: copying the data directory on the server side", zap.String("why", err.Error()))
 	}
-	return c.startStandby(ctx, name, basebackup)
+	if !opts.SyncSlots {
+		return c.startStandby(ctx, name, basebackup, "")
+	}
+	slot := "pgtest_" + name
+	conn, err := c.admin.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer c.admin.release(conn)
+	if _, err := conn.Exec(ctx, "SELECT pg_create_physical_replication_slot($1, true)", slot); err != nil {
+		return nil, fmt.Errorf("pgtest: standby: create physical slot %s: %w", slot, err)
+	}
+	cleanup := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		conn, err := c.admin.acquire(ctx)
+		if err != nil {
+			return err
+		}
+		defer c.admin.release(conn)
+		var errs []error
+		// The walsender of the stopped standby lets go of the slot a moment later.
+		for i := 0; i < 100; i++ {
+			_, err = conn.Exec(ctx, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1", slot)
+			if err == nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("pgtest: drop physical slot %s: %w", slot, err))
+		}
+		return errors.Join(errs...)
+	}
+	st, err := c.startStandby(ctx, name, basebackup, fmt.Sprintf(
+		"primary_slot_name = '%s'\nhot_standby_feedback = on\nsync_replication_slots = on\n", slot))
+	if err != nil {
+		return nil, errors.Join(err, cleanup())
+	}
+	st.afterStop = cleanup
+	return st, nil
 }
 
 // basebackup returns the path of pg_basebackup in c's bin directory, or an
@@ -83,8 +142,9 @@ func binaryMajor(path string) (int, error) {
 }
 
 // startStandby is StartStandby with pg_basebackup at basebackup, or a
-// server-side copy if basebackup is empty.
-func (c *Cluster) startStandby(ctx context.Context, name, basebackup string) (*Cluster, error) {
+// server-side copy if basebackup is empty; extra is appended to the
+// standby's settings.
+func (c *Cluster) startStandby(ctx context.Context, name, basebackup, extra string) (*Cluster, error) {
 	if c.external {
 		return nil, ErrExternal
 	}
@@ -126,8 +186,9 @@ func (c *Cluster) startStandby(ctx context.Context, name, basebackup string) (*C
 	}
 	// pg_basebackup's -d application_name is only used by pg_basebackup
 	// itself; the standby's walreceiver takes it from primary_conninfo.
-	conf := fmt.Sprintf("hot_standby = on\nwal_receiver_status_interval = 1s\nprimary_conninfo = 'host=127.0.0.1 port=%d user=%s application_name=%s'\n",
-		c.port, superuser, name)
+	// dbname: the slot sync worker of a standby connects to a database.
+	conf := fmt.Sprintf("hot_standby = on\nwal_receiver_status_interval = 1s\nprimary_conninfo = 'host=127.0.0.1 port=%d user=%s application_name=%s dbname=%s'\n",
+		c.port, superuser, name, adminDatabase) + extra
 	if err := appendFile(filepath.Join(st.dataDir, "postgresql.auto.conf"), conf); err != nil {
 		return nil, fmt.Errorf("pgtest: write standby settings: %w", err)
 	}

@@ -38,7 +38,7 @@ func TestStandby(t *testing.T) {
 				t.Fatal(err)
 			}
 			name := "standby_test"
-			st, err := primary.startStandby(ctx, name, basebackup)
+			st, err := primary.startStandby(ctx, name, basebackup, "")
 			if err != nil {
 				t.Fatal(err)
 			}
