@@ -84,9 +84,11 @@ func (c Config) Validate() error {
 	if c.LockTimeout <= 0 {
 		errs = append(errs, errors.New("ddl.lock_timeout must be > 0"))
 	}
-	if c.LockTimeoutInitial <= 0 || (c.LockTimeout > 0 && c.LockTimeoutInitial > c.LockTimeout) {
-		errs = append(errs, fmt.Errorf("ddl.lock_timeout_initial (%s) must be > 0 and <= ddl.lock_timeout (%s): it is the first attempt's lock wait, which escalates up to ddl.lock_timeout",
-			c.LockTimeoutInitial, c.LockTimeout))
+	// An initial wait at or above ddl.lock_timeout means no escalation
+	// (AttemptLockTimeout): `--lock-timeout 20ms` alone stays valid.
+	if c.LockTimeoutInitial <= 0 {
+		errs = append(errs, fmt.Errorf("ddl.lock_timeout_initial (%s) must be > 0: it is the first attempt's lock wait, which escalates up to ddl.lock_timeout",
+			c.LockTimeoutInitial))
 	}
 	if c.StatementTimeout < 0 || c.LongStatementTimeout < 0 {
 		errs = append(errs, errors.New("ddl statement timeouts must be >= 0"))

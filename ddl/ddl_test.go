@@ -736,8 +736,9 @@ func TestConfigValidate(t *testing.T) {
 		{"zero lock timeout", func(c *ddl.Config) { c.LockTimeout = 0 }, []string{"ddl.lock_timeout must be > 0"}},
 		{"zero initial lock timeout", func(c *ddl.Config) { c.LockTimeoutInitial = 0 }, []string{"ddl.lock_timeout_initial (0s) must be > 0"}},
 		{"negative initial lock timeout", func(c *ddl.Config) { c.LockTimeoutInitial = -time.Millisecond }, []string{"ddl.lock_timeout_initial"}},
-		{"initial lock timeout above lock timeout", func(c *ddl.Config) { c.LockTimeout, c.LockTimeoutInitial = 20*time.Millisecond, 50*time.Millisecond },
-			[]string{"ddl.lock_timeout_initial (50ms) must be > 0 and <= ddl.lock_timeout (20ms)"}},
+		// No escalation then: every attempt waits ddl.lock_timeout
+		// (TestAttemptLockTimeout).
+		{"initial lock timeout above lock timeout", func(c *ddl.Config) { c.LockTimeout, c.LockTimeoutInitial = 20*time.Millisecond, 50*time.Millisecond }, nil},
 		{"negative lock timeout", func(c *ddl.Config) { c.LockTimeout = -time.Second }, []string{"ddl.lock_timeout"}},
 		{"negative statement timeout", func(c *ddl.Config) { c.StatementTimeout = -1 }, []string{"statement timeouts"}},
 		{"negative long statement timeout", func(c *ddl.Config) { c.LongStatementTimeout = -1 }, []string{"statement timeouts"}},
