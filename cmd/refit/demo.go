@@ -99,7 +99,7 @@ func (a *app) demo(ctx context.Context, rows, rate int, compare bool) (err error
 	if err != nil {
 		return err
 	}
-	printPlan(indent{out}, m, migration.BuildPlan(m, facts), facts, a.cfg.Backfill.BatchSize, a.cfg.DDL.LockTimeout.String())
+	printPlan(indent{out}, m, migration.BuildPlan(m, facts), facts, a.cfg.Backfill.BatchSize, a.cfg.DDL)
 
 	// The application has its own plain sessions (refit's carry refit settings).
 	appPool, err := pgxpool.New(ctx, dsn)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/refit-dev/refit/ddl"
 	"github.com/refit-dev/refit/migration"
 	"github.com/refit-dev/refit/worker"
 )
@@ -50,18 +51,23 @@ file's settings on top of the configuration, as the job will run.`,
 					return err
 				}
 			}
-			printPlan(a.out, m, migration.BuildPlan(m, facts), facts, bf.BatchSize, a.cfg.DDL.LockTimeout.String())
+			printPlan(a.out, m, migration.BuildPlan(m, facts), facts, bf.BatchSize, a.cfg.DDL)
 			return nil
 		},
 	}
 }
 
-func printPlan(w io.Writer, m *migration.Migration, p *migration.Plan, facts *migration.Facts, batch int, lockTimeout string) {
+func printPlan(w io.Writer, m *migration.Migration, p *migration.Plan, facts *migration.Facts, batch int, d ddl.Config) {
 	fmt.Fprintf(w, "Migration %q (%s, sha256 %.12s…), %d operations\n", m.Name, m.File, m.Checksum, len(m.Operations))
 	if facts == nil {
 		fmt.Fprintln(w, "(not checked against a database: pass --dsn to validate tables, columns, types and expressions)")
 	}
-	fmt.Fprintf(w, "Every statement runs with lock_timeout %s and is retried with backoff when the lock is not granted.\n", lockTimeout)
+	if first := d.AttemptLockTimeout(0); first < d.LockTimeout {
+		fmt.Fprintf(w, "Every statement waits for its lock up to %s at first, doubling on each retry up to lock_timeout %s (index builds: %s from the start), retried with backoff while the lock is not granted.\n",
+			first, d.LockTimeout, d.LockTimeout)
+	} else {
+		fmt.Fprintf(w, "Every statement runs with lock_timeout %s and is retried with backoff when the lock is not granted.\n", d.LockTimeout)
+	}
 	section := func(title string, steps []migration.Step) {
 		fmt.Fprintf(w, "\n%s\n", title)
 		if len(steps) == 0 {
