@@ -27,6 +27,7 @@ import (
 	"github.com/refit-dev/refit/migration"
 	"github.com/refit-dev/refit/sqlstate"
 	"github.com/refit-dev/refit/state"
+	"github.com/refit-dev/refit/throttle"
 )
 
 // Config tunes the backfill.
@@ -122,7 +123,10 @@ type Backfiller struct {
 	// take effect at once.
 	Tune func() Config
 	// Throttle, if set, is called before every batch and may block until
-	// the batch may run (or return an error to stop).
+	// the batch may run (or return an error to stop). Its context carries
+	// throttle.NotifyHeld: when a throttle.Throttler's Wait holds for
+	// throttle.ReasonAppLockWait, the next batch is smaller
+	// (Controller.Backoff).
 	Throttle func(ctx context.Context) error
 }
 
@@ -292,8 +296,15 @@ func (b *Backfiller) runRange(ctx context.Context, q *queries, r state.Range, to
 	ctl := NewController(cfg.BatchSize, cfg.MinBatchSize, cfg.MaxBatchSize, cfg.TargetBatchTime)
 	for {
 		if b.Throttle != nil {
-			if err := b.Throttle(ctx); err != nil {
+			appWait := false
+			hctx := throttle.NotifyHeld(ctx, func(reason string) { appWait = appWait || reason == throttle.ReasonAppLockWait })
+			if err := b.Throttle(hctx); err != nil {
 				return err
+			}
+			if appWait {
+				// The application waited on refit's locks: the rows the
+				// batches lock stay locked for less time when they are fewer.
+				ctl.Backoff()
 			}
 		}
 		// Read the tuning after a throttle wait: a refit set during it applies

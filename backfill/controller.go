@@ -50,6 +50,13 @@ func (c *Controller) Observe(n int, d time.Duration) int {
 	return c.size
 }
 
+// Backoff records that the application suffered from the last batch (a
+// session waited on its locks longer than throttle.max_app_lock_wait): the
+// batch is treated as too slow, as if it had taken twice the target, so
+// the next one is half as big (within bounds) and regrows as fast batches
+// allow. With adaptation off (target 0) the size stays as it is.
+func (c *Controller) Backoff() int { return c.Observe(c.size, 2*c.target) }
+
 // SetSize sets the next batch size (an operator's explicit choice).
 func (c *Controller) SetSize(n int) { c.size = clamp(n, c.min, c.max) }
 

@@ -63,3 +63,22 @@ func TestControllerRetune(t *testing.T) {
 		t.Fatalf("size above the new max: %d", c.Size())
 	}
 }
+
+// TestControllerBackoff: an application lock wait halves the next batch
+// (within bounds); with adaptation off the size stays.
+func TestControllerBackoff(t *testing.T) {
+	c := backfill.NewController(5000, 1000, 50000, 50*time.Millisecond)
+	if got := c.Backoff(); got != 2500 {
+		t.Fatalf("after a backoff: %d, want 2500", got)
+	}
+	if got := c.Backoff(); got != 1250 {
+		t.Fatalf("after a second backoff: %d, want 1250", got)
+	}
+	if got := c.Backoff(); got != 1000 {
+		t.Fatalf("clamped at min: %d, want 1000", got)
+	}
+	fixed := backfill.NewController(5000, 100, 50000, 0)
+	if got := fixed.Backoff(); got != 5000 {
+		t.Fatalf("fixed size after a backoff: %d, want 5000", got)
+	}
+}

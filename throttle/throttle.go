@@ -1,9 +1,10 @@
 // Package throttle owns the signals that hold the backfill back so that it
 // moves as fast as the database can afford and no faster: replica replay
-// lag, the number of active application sessions, a custom query, and a
-// rows-per-second ceiling. Each signal is off unless configured; any one is
-// enough to hold the next batch, and the one that fired is reported by name
-// (refit status, metrics) so an operator always knows why refit waits.
+// lag, the number of active application sessions, application sessions
+// waiting on refit's locks, a custom query, and a rows-per-second ceiling.
+// Each signal is off unless configured; any one is enough to hold the next
+// batch, and the one that fired is reported by name (refit status, metrics)
+// so an operator always knows why refit waits.
 package throttle
 
 import (
@@ -23,6 +24,7 @@ const (
 	ReasonActiveSessions = "active_sessions"
 	ReasonQuery          = "query"
 	ReasonRate           = "max_rows_per_second"
+	ReasonAppLockWait    = "app_lock_wait"
 )
 
 // Config selects the signals.
@@ -33,6 +35,11 @@ type Config struct {
 	// MaxActiveSessions holds batches while more application sessions than
 	// this are active (running a statement); 0 = off.
 	MaxActiveSessions int `mapstructure:"max_active_sessions" json:"max_active_sessions"`
+	// MaxAppLockWait holds batches while a session that is not refit's has
+	// waited longer than this on a lock that one of the job's sessions
+	// holds or waits ahead for, and makes the backfill's next batch
+	// smaller; 0 = off. See lockwait.go.
+	MaxAppLockWait time.Duration `mapstructure:"max_app_lock_wait" json:"max_app_lock_wait"`
 	// Query is a custom SQL query returning one boolean; true holds batches.
 	// It runs in a read-only transaction, at most QueryTimeout; see
 	// ValidateQuery for what is accepted.
@@ -51,6 +58,9 @@ func (c Config) Validate() error {
 	if c.MaxReplicaLag < 0 || c.MaxActiveSessions < 0 || c.MaxRowsPerSecond < 0 {
 		return errors.New("throttle limits must be >= 0 (0 = off)")
 	}
+	if c.MaxAppLockWait < 0 {
+		return errors.New("throttle.max_app_lock_wait must be >= 0 (0 = off)")
+	}
 	if c.CheckInterval <= 0 {
 		return errors.New("throttle.check_interval must be > 0")
 	}
@@ -65,12 +75,21 @@ type Throttler struct {
 	pool  *pgxpool.Pool
 	start time.Time
 	rows  atomic.Int64
+	// job is the job whose sessions count as refit's for the app-lock-wait
+	// signal; 0 = every refit session.
+	job   atomic.Int64
+	locks lockWatch
 }
 
 // New returns a throttler; the rate ceiling counts from now.
 func New(pool *pgxpool.Pool, cfg Config) *Throttler {
 	return &Throttler{cfg: cfg, pool: pool, start: time.Now()}
 }
+
+// SetJob narrows the app-lock-wait signal to the sessions of one job
+// (application_name refit-j<job>-…, see replication.AppName). Until it is
+// called, a wait on any refit session (refit-…) counts.
+func (t *Throttler) SetJob(jobID int64) { t.job.Store(jobID) }
 
 // Observe accounts rows written (for the rate ceiling).
 func (t *Throttler) Observe(rows int64) { t.rows.Add(rows) }
@@ -96,6 +115,15 @@ func (t *Throttler) Check(ctx context.Context) (string, error) {
 		due := t.start.Add(time.Duration(float64(t.rows.Load()) / float64(cfg.MaxRowsPerSecond) * float64(time.Second)))
 		if time.Now().Before(due) {
 			return ReasonRate, nil
+		}
+	}
+	if cfg.MaxAppLockWait > 0 {
+		hold, err := t.checkAppLockWait(ctx, cfg)
+		if err != nil {
+			return "", err
+		}
+		if hold {
+			return ReasonAppLockWait, nil
 		}
 	}
 	if cfg.MaxActiveSessions > 0 {
@@ -134,9 +162,10 @@ func (t *Throttler) Check(ctx context.Context) (string, error) {
 }
 
 // Wait blocks until no signal fires. report is called with the reason each
-// time it changes, and with "" when the backfill may go on after a wait.
-// refresh, if set, runs before every check (live tuning, operator control);
-// its error ends the wait.
+// time it changes, and with "" when the backfill may go on after a wait;
+// so is the function attached to ctx with NotifyHeld, for each reason held
+// for. refresh, if set, runs before every check (live tuning, operator
+// control); its error ends the wait.
 func (t *Throttler) Wait(ctx context.Context, report func(reason string), refresh func() error) error {
 	last := ""
 	for {
@@ -151,6 +180,9 @@ func (t *Throttler) Wait(ctx context.Context, report func(reason string), refres
 		}
 		if reason != last {
 			report(reason)
+			if f, ok := ctx.Value(heldKey{}).(func(string)); ok && reason != "" {
+				f(reason)
+			}
 			last = reason
 		}
 		if reason == "" {
@@ -164,4 +196,15 @@ func (t *Throttler) Wait(ctx context.Context, report func(reason string), refres
 		case <-tm.C:
 		}
 	}
+}
+
+type heldKey struct{}
+
+// NotifyHeld returns a context with which Wait calls held with each reason
+// it holds for (once per change of reason). It is how the caller of a
+// throttle hook learns why it was held without the hook's signature
+// changing: the backfill makes its next batch smaller after an
+// app_lock_wait. held runs in the goroutine that called Wait.
+func NotifyHeld(ctx context.Context, held func(reason string)) context.Context {
+	return context.WithValue(ctx, heldKey{}, held)
 }
