@@ -67,6 +67,11 @@ type Consumer struct {
 	lagNext int
 	drains  map[string]chan error // nonce → done
 	reader  *streamReader         // the running stream, for Drain to wake
+	// handoffs are the DrainLocked calls waiting for their sentinel (nonce
+	// → where to deliver the keys); resumes are keys given back after a
+	// rolled-back swap, for the loop to apply.
+	handoffs map[string]chan *Handoff
+	resumes  []*Handoff
 }
 
 const lagRingSize = 100_000
@@ -74,7 +79,7 @@ const lagRingSize = 100_000
 // NewConsumer returns a consumer of the job's slot.
 func NewConsumer(pool *pgxpool.Pool, jobID int64, targets []Target, cfg Config, log *zap.Logger) *Consumer {
 	c := &Consumer{pool: pool, jobID: jobID, cfg: cfg, log: log.Named("sync").With(zap.Int64("job", jobID)),
-		targets: map[string]*Target{}, drains: map[string]chan error{}}
+		targets: map[string]*Target{}, drains: map[string]chan error{}, handoffs: map[string]chan *Handoff{}}
 	for i := range targets {
 		t := targets[i]
 		c.targets[t.Table.String()] = &t
@@ -176,6 +181,10 @@ type loopState struct {
 	// walsenderFilter: the stream runs with origin 'none', so every
 	// confirmation is preceded by checkNoForeignOrigin.
 	walsenderFilter bool
+	// frozen: the pending keys were handed to a DrainLocked caller (see
+	// handoff.go); nothing is applied, and no position confirmed, until
+	// they are given back (Resume) or the consumer stops.
+	frozen bool
 }
 
 // Run consumes the slot until ctx is done or an error occurs. It resumes
@@ -302,17 +311,19 @@ func (c *Consumer) run(ctx context.Context, walsenderFilter bool) (err error) {
 				}
 			}
 		}
-		if st.cur.active && st.cur.nKeys > 0 && st.cur.nKeys+st.nPending >= c.cfg.MaxPendingKeys {
+		c.handOff(st)
+		// Frozen: nothing applied, nothing confirmed (see handoff.go).
+		if !st.frozen && st.cur.active && st.cur.nKeys > 0 && st.cur.nKeys+st.nPending >= c.cfg.MaxPendingKeys {
 			if err := c.spill(ctx, st); err != nil {
 				return err
 			}
 		}
-		if st.nPending > 0 && (st.nPending >= c.cfg.MaxPendingKeys || time.Since(st.firstAt) >= c.cfg.FlushInterval || len(st.reached) > 0) {
+		if !st.frozen && st.nPending > 0 && (st.nPending >= c.cfg.MaxPendingKeys || time.Since(st.firstAt) >= c.cfg.FlushInterval || len(st.reached) > 0) {
 			if err := c.flush(ctx, st); err != nil {
 				return err
 			}
 		}
-		if len(st.reached) > 0 && st.nPending == 0 {
+		if !st.frozen && len(st.reached) > 0 && st.nPending == 0 {
 			c.finishDrains(st)
 		}
 		if time.Since(st.lastStatus) >= c.cfg.StatusInterval || (c.drainPending() && time.Since(st.lastStatus) >= 50*time.Millisecond) {
@@ -333,7 +344,7 @@ func minTime(a, b time.Time) time.Time {
 func (c *Consumer) drainPending() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return len(c.drains) > 0
+	return len(c.drains) > 0 || len(c.handoffs) > 0
 }
 
 func (c *Consumer) finishDrains(st *loopState) {
@@ -416,7 +427,7 @@ func (c *Consumer) handle(ctx context.Context, st *loopState, msg pgproto3.Backe
 			// Everything up to the server's sent position has been received;
 			// with nothing open or pending it is all applied, so confirm it:
 			// this is what keeps an idle slot from retaining WAL.
-			if !st.cur.active && st.nPending == 0 && ka.ServerWALEnd > st.confirmed {
+			if !st.cur.active && st.nPending == 0 && !st.frozen && ka.ServerWALEnd > st.confirmed {
 				st.confirmed = ka.ServerWALEnd
 			}
 			if ka.ReplyRequested {
@@ -500,6 +511,9 @@ func (c *Consumer) decode(st *loopState, xld pglogrepl.XLogData) error {
 			st.pendCommits = append(st.pendCommits, cur.commitTime)
 			st.pendXids = append(st.pendXids, cur.xid)
 			st.pendEnd = m.TransactionEndLSN
+		} else if st.frozen {
+			// Its keys may be among those handed off: confirm nothing.
+			st.pendEnd = max(st.pendEnd, m.TransactionEndLSN)
 		} else if cur.spilled && st.nPending == 0 {
 			// Every key of it was applied before this message: it is done.
 			c.mu.Lock()
@@ -658,29 +672,9 @@ func (c *Consumer) applyPending(ctx context.Context, st *loopState) error {
 		if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", c.cfg.ApplyLockTimeout.Milliseconds())); err != nil {
 			return err
 		}
-		for t, keys := range st.pending {
-			ids := make([]string, 0, len(keys))
-			for id := range keys {
-				ids = append(ids, id)
-			}
-			sort.Strings(ids) // a stable lock order against the backfill
-			cols := make([][]string, len(t.Key))
-			for _, id := range ids {
-				for i, v := range keys[id] {
-					cols[i] = append(cols[i], v)
-				}
-			}
-			args := make([]any, len(cols))
-			for i := range cols {
-				args[i] = cols[i]
-			}
-			tag, err := tx.Exec(ctx, ApplySQL(t), args...)
-			if err != nil {
-				return fmt.Errorf("apply %d keys to %s: %w", len(ids), t.Table, err)
-			}
-			changed += tag.RowsAffected()
-		}
-		return nil
+		var err error
+		changed, err = applyKeys(ctx, tx, st.pending)
+		return err
 	})
 	if err == nil && changed > 0 {
 		c.mu.Lock()
@@ -689,6 +683,35 @@ func (c *Consumer) applyPending(ctx context.Context, st *loopState) error {
 		c.mu.Unlock()
 	}
 	return err
+}
+
+// applyKeys recomputes the derived columns of the given keys in tx and
+// returns how many rows changed.
+func applyKeys(ctx context.Context, tx pgx.Tx, pending map[*Target]map[string][]string) (int64, error) {
+	var changed int64
+	for t, keys := range pending {
+		ids := make([]string, 0, len(keys))
+		for id := range keys {
+			ids = append(ids, id)
+		}
+		sort.Strings(ids) // a stable lock order against the backfill
+		cols := make([][]string, len(t.Key))
+		for _, id := range ids {
+			for i, v := range keys[id] {
+				cols[i] = append(cols[i], v)
+			}
+		}
+		args := make([]any, len(cols))
+		for i := range cols {
+			args[i] = cols[i]
+		}
+		tag, err := tx.Exec(ctx, ApplySQL(t), args...)
+		if err != nil {
+			return changed, fmt.Errorf("apply %d keys to %s: %w", len(ids), t.Table, err)
+		}
+		changed += tag.RowsAffected()
+	}
+	return changed, nil
 }
 
 // ApplySQL renders the apply statement of a target: recompute the derived

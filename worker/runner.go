@@ -752,6 +752,7 @@ func (r *Runner) backfill(ctx context.Context, log *zap.Logger, job *state.Job, 
 	bf.Session = r.tagSession(job.ID)
 	bf.Tune = func() backfill.Config { return r.tuned.Load().bf }
 	th := throttle.New(r.Pool, tuned.th)
+	th.SetJob(job.ID) // throttle.max_app_lock_wait: waits on this job's sessions
 	bf.Throttle = func(ctx context.Context) error {
 		if err := r.control(ctx, job.ID); err != nil {
 			return err

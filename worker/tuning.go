@@ -28,6 +28,7 @@ var Tunables = map[string]func(v string, b *backfill.Config, t *throttle.Config)
 	"throttle.max_rows_per_second": intSetting(func(_ *backfill.Config, t *throttle.Config) *int { return &t.MaxRowsPerSecond }),
 	"throttle.max_active_sessions": intSetting(func(_ *backfill.Config, t *throttle.Config) *int { return &t.MaxActiveSessions }),
 	"throttle.max_replica_lag":     durSetting(func(_ *backfill.Config, t *throttle.Config) *time.Duration { return &t.MaxReplicaLag }),
+	"throttle.max_app_lock_wait":   durSetting(func(_ *backfill.Config, t *throttle.Config) *time.Duration { return &t.MaxAppLockWait }),
 	"throttle.query": func(v string, _ *backfill.Config, t *throttle.Config) error {
 		t.Query = v
 		return nil
