@@ -58,6 +58,16 @@ type benchResult struct {
 	Parallel2Ratio     float64            `json:"backfill_parallelism2_vs_single_update"`
 	Parallel2Throttled map[string]float64 `json:"backfill_parallelism2_throttled_s"`
 	PeakRSSMiB         float64            `json:"peak_rss_mib"`
+	// Peer is the same migration done by another tool (--peer) in the same
+	// run, on an identical table in its own database of the same cluster.
+	Peer *peerResult `json:"peer,omitempty"`
+}
+
+// benchOptions are the flags of `refit bench`.
+type benchOptions struct {
+	rows, rate       int
+	baseline, window time.Duration
+	peer             *peerSpec // nil: refit alone
 }
 
 type latency struct {
@@ -68,9 +78,8 @@ type latency struct {
 }
 
 func newBenchCmd(a *app) *cobra.Command {
-	var rows, rate int
-	var baseline, window time.Duration
-	var jsonOut, cpuProfile string
+	var o benchOptions
+	var jsonOut, cpuProfile, peer, versions, pgFetch string
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Measure backfill throughput, sync lag and the application's latency on a throwaway PostgreSQL",
@@ -83,9 +92,27 @@ one run on the same data:
     backfill and sync, and the sync lag from its commits to the new columns
     being applied;
   - the longest time any session was seen waiting on a lock held by refit.
-Prints a markdown table; --json writes the figures as JSON.`,
+Prints a markdown table; --json writes the figures as JSON.
+
+--peer pgroll=PATH also runs the pgroll binary at PATH on an identical table
+in another database of the same cluster (pgroll init, baseline, start,
+complete) with the same writer, and prints both tools side by side.
+--versions 14,15,16,17,18 repeats the whole bench on each PostgreSQL major,
+with the server builds of scripts/pg-fetch (REFIT_PG_BIN is set for each in
+turn); --json then writes a list of results.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if peer != "" {
+				p, err := parsePeer(peer)
+				if err != nil {
+					return usageError{err}
+				}
+				o.peer = &p
+			}
+			majors, err := parseVersions(versions)
+			if err != nil {
+				return usageError{err}
+			}
 			if cpuProfile != "" {
 				f, err := os.Create(cpuProfile)
 				if err != nil {
@@ -97,32 +124,48 @@ Prints a markdown table; --json writes the figures as JSON.`,
 				}
 				defer pprof.StopCPUProfile()
 			}
-			res, err := a.bench(cmd.Context(), rows, rate, baseline, window)
-			if err != nil {
-				return err
-			}
-			printBench(a.out, res)
-			if jsonOut != "" {
-				b, err := json.MarshalIndent(res, "", "  ")
+			if len(majors) == 0 {
+				res, err := a.bench(cmd.Context(), o)
 				if err != nil {
 					return err
 				}
-				return os.WriteFile(jsonOut, append(b, '\n'), 0o644)
+				printBench(a.out, res)
+				return writeBenchJSON(jsonOut, res)
 			}
-			return nil
+			results, err := a.benchVersions(cmd.Context(), o, pgFetch, majors)
+			if err != nil {
+				return err
+			}
+			return writeBenchJSON(jsonOut, results)
 		},
 	}
-	cmd.Flags().IntVar(&rows, "rows", 1_000_000, "rows in the table")
-	cmd.Flags().IntVar(&rate, "rate", 500, "writes per second of the application writer")
-	cmd.Flags().DurationVar(&baseline, "baseline", 10*time.Second, "how long to measure the writer without a migration")
-	cmd.Flags().DurationVar(&window, "window", 5*time.Second, "how long the writer keeps writing in the window after the backfill")
+	cmd.Flags().IntVar(&o.rows, "rows", 1_000_000, "rows in the table")
+	cmd.Flags().IntVar(&o.rate, "rate", 500, "writes per second of the application writer")
+	cmd.Flags().DurationVar(&o.baseline, "baseline", 10*time.Second, "how long to measure the writer without a migration")
+	cmd.Flags().DurationVar(&o.window, "window", 5*time.Second, "how long the writer keeps writing in the window after the backfill")
 	cmd.Flags().StringVar(&jsonOut, "json", "", "also write the results as JSON to this file")
 	cmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a Go CPU profile of refit to this file")
 	cmd.Flags().Int("batch-size", 0, "rows per backfill batch (backfill.batch_size)")
+	cmd.Flags().StringVar(&peer, "peer", "", "also run another tool side by side: pgroll=PATH (a pgroll binary)")
+	cmd.Flags().StringVar(&versions, "versions", "", "repeat the bench on these PostgreSQL majors, e.g. 14,15,16,17,18 (builds of --pg-fetch)")
+	cmd.Flags().StringVar(&pgFetch, "pg-fetch", "scripts/pg-fetch", "the script printing \"MAJOR BIN-DIR\" lines for --versions")
 	return cmd
 }
 
-func (a *app) bench(ctx context.Context, rows, rate int, baseline, window time.Duration) (res benchResult, err error) {
+// writeBenchJSON writes v as indented JSON to path, if path is set.
+func writeBenchJSON(path string, v any) error {
+	if path == "" {
+		return nil
+	}
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+func (a *app) bench(ctx context.Context, o benchOptions) (res benchResult, err error) {
+	rows, rate, baseline, window := o.rows, o.rate, o.baseline, o.window
 	res.Rows, res.WriterRate, res.LockTimeoutMS = rows, rate, ms(a.cfg.DDL.LockTimeout)
 	log := a.errOut
 	fmt.Fprintln(log, "bench: starting a throwaway PostgreSQL")
@@ -162,6 +205,28 @@ func (a *app) bench(ctx context.Context, rows, rate int, baseline, window time.D
 		ALTER TABLE users_p2 ADD PRIMARY KEY (id)`); err != nil {
 		return res, fmt.Errorf("copy for the parallel run: %w", err)
 	}
+	var peerPool *pgxpool.Pool
+	var peerDSN string
+	if o.peer != nil {
+		// The peer's identical table lives in a database of its own: pgroll
+		// installs event triggers per database, which must not see refit's
+		// DDL.
+		peerDSN, err = cluster.CreateDatabase(ctx, o.peer.database())
+		if err != nil {
+			return res, err
+		}
+		if peerPool, err = pgxpool.New(ctx, peerDSN); err != nil {
+			return res, err
+		}
+		defer peerPool.Close()
+		fmt.Fprintf(log, "bench: creating users with %d rows for %s\n", rows, o.peer.Tool)
+		if err := workload.CreateUsers(ctx, peerPool, rows); err != nil {
+			return res, err
+		}
+		if err := quiesce(ctx, peerPool); err != nil {
+			return res, err
+		}
+	}
 	// Every measurement starts from a quiet database: no autovacuum of an
 	// earlier run's dead rows, no checkpoint of its dirty buffers in
 	// progress. Otherwise whichever runs second pays for the first.
@@ -186,7 +251,7 @@ func (a *app) bench(ctx context.Context, rows, rate int, baseline, window time.D
 	// The lock sampler runs in the baseline too, so that both phases carry
 	// the same observer's cost.
 	sampled := make(chan struct{})
-	go func() { sampleLockWaits(bctx, dsn); close(sampled) }()
+	go func() { sampleSessions(bctx, dsn, refitApp, ""); close(sampled) }()
 	base.Run(bctx)
 	bcancel()
 	<-sampled
@@ -210,7 +275,7 @@ func (a *app) bench(ctx context.Context, rows, rate int, baseline, window time.D
 	wg.Add(2)
 	go func() { defer wg.Done(); w.Run(wctx) }()
 	var maxWait time.Duration
-	go func() { defer wg.Done(); maxWait = sampleLockWaits(wctx, dsn) }()
+	go func() { defer wg.Done(); maxWait = sampleSessions(wctx, dsn, refitApp, "").longestWait }()
 	stopWriter := sync.OnceFunc(func() { wstop(); wg.Wait() })
 	defer stopWriter()
 
@@ -338,6 +403,23 @@ operations:
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err == nil {
 		res.PeakRSSMiB = float64(ru.Maxrss) / 1024 // Linux reports KiB
 	}
+	if o.peer != nil {
+		// Whatever refit's runs left behind (dead rows, dirty buffers) is
+		// cleaned up first in its database too, so that the peer does not
+		// pay for it.
+		if err := quiesce(ctx, pool); err != nil {
+			return res, err
+		}
+		peer, err := a.benchPeer(ctx, *o.peer, peerRun{
+			dsn: peerDSN, admin: peerPool, sampleDSN: dsn,
+			rows: rows, rate: rate, baseline: baseline, window: window,
+			singleRowsS: res.SingleUpdateRowsS, refitRowsS: res.BackfillRowsS,
+		})
+		if err != nil {
+			return res, err
+		}
+		res.Peer = &peer
+	}
 	return res, nil
 }
 
@@ -364,29 +446,58 @@ func quiesce(ctx context.Context, pool *pgxpool.Pool) error {
 	return nil
 }
 
-// sampleLockWaits polls pg_locks every 10 ms until ctx ends and returns the
-// longest wait seen of any session on a lock held by a refit session.
-func sampleLockWaits(ctx context.Context, dsn string) time.Duration {
+// refitApp is the application_name pattern of refit's sessions.
+const refitApp = "refit%"
+
+// sessionSamples is what sampleSessions saw.
+type sessionSamples struct {
+	// longestWait is the longest wait seen of any session on a lock held by
+	// one of the tool's sessions.
+	longestWait time.Duration
+	// firstBatch and lastBatch are the first and last samples at which a
+	// session of the tool was running a statement matching the batch
+	// pattern (zero if none was seen).
+	firstBatch, lastBatch time.Time
+}
+
+// sampleSessions polls pg_locks and pg_stat_activity every 10 ms until ctx
+// ends. Sessions are the tool's when their application_name is LIKE app;
+// batch, if not empty, is a LIKE pattern of the tool's backfill statement.
+// Both views are cluster-wide, so dsn may name any database.
+func sampleSessions(ctx context.Context, dsn, app, batch string) sessionSamples {
+	var s sessionSamples
 	conn, err := pgx.Connect(context.WithoutCancel(ctx), dsn)
 	if err != nil {
-		return 0
+		return s
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	var longest time.Duration
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return longest
+			return s
 		case <-t.C:
 		}
 		var us int64
-		err := conn.QueryRow(ctx, `SELECT coalesce(max(extract(epoch FROM clock_timestamp() - l.waitstart) * 1e6), 0)::bigint
+		var inBatch bool
+		err := conn.QueryRow(ctx, `SELECT coalesce((SELECT max(extract(epoch FROM clock_timestamp() - l.waitstart) * 1e6)
 			FROM pg_locks l WHERE NOT l.granted AND l.waitstart IS NOT NULL
-			  AND EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = ANY(pg_blocking_pids(l.pid)) AND a.application_name LIKE 'refit%')`).Scan(&us)
-		if err == nil && time.Duration(us)*time.Microsecond > longest {
-			longest = time.Duration(us) * time.Microsecond
+			  AND EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = ANY(pg_blocking_pids(l.pid)) AND a.application_name LIKE $1)), 0)::bigint,
+			$2 <> '' AND EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.application_name LIKE $1 AND a.state <> 'idle' AND a.query LIKE $2)`,
+			app, batch).Scan(&us, &inBatch)
+		if err != nil {
+			continue
+		}
+		if d := time.Duration(us) * time.Microsecond; d > s.longestWait {
+			s.longestWait = d
+		}
+		if inBatch {
+			now := time.Now()
+			if s.firstBatch.IsZero() {
+				s.firstBatch = now
+			}
+			s.lastBatch = now
 		}
 	}
 }
@@ -423,6 +534,9 @@ func printBench(w io.Writer, r benchResult) {
 	fmt.Fprintf(w, "| refit backfill, parallelism 2, no writer (copy of the table) | %.2f s (%.0f rows/s, %.2f× single UPDATE) |\n", r.Parallel2S, r.Parallel2RowsS, r.Parallel2Ratio)
 	fmt.Fprintf(w, "| … time batches waited on throttle signals (summed over both ranges) | %s |\n", heldText(r.Parallel2Throttled, 0, 0))
 	fmt.Fprintf(w, "| peak RSS of the bench process (refit + writer + sampler) | %.1f MiB |\n", r.PeakRSSMiB)
+	if r.Peer != nil {
+		printPeer(w, r)
+	}
 }
 
 // heldText renders throttle wait times, and the rate outside them if known.
