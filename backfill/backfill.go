@@ -343,6 +343,13 @@ func (b *Backfiller) runRange(ctx context.Context, q *queries, r state.Range, to
 			}
 		}
 		if err != nil {
+			if sqlstate.Content(err) && ctx.Err() == nil {
+				// A value that does not convert (an alter_column's using, an
+				// up): name the row, so it can be fixed.
+				if key, kerr := b.badRow(ctx, conn, q, after, r.Upper, size); kerr == nil && key != nil {
+					err = fmt.Errorf("the row with key (%s) cannot be backfilled: %w", strings.Join(key, ", "), err)
+				}
+			}
 			return fmt.Errorf("backfill %s range %d after %v: %w", r.Table, r.ID, after, err)
 		}
 		total.mu.Lock()
@@ -369,6 +376,57 @@ func (b *Backfiller) runRange(ctx context.Context, q *queries, r state.Range, to
 			}
 		}
 	}
+}
+
+// badRow finds the first row of a failed batch (up to n keys after after)
+// whose own update fails, trying them one by one in a transaction that is
+// rolled back. nil: none failed alone.
+func (b *Backfiller) badRow(ctx context.Context, conn *pgx.Conn, q *queries, after, upper []string, n int) ([]string, error) {
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // always rolled back
+	if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d; SET LOCAL statement_timeout = %d",
+		b.cfg.LockTimeout.Milliseconds(), b.cfg.StatementTimeout.Milliseconds())); err != nil {
+		return nil, err
+	}
+	texts := make([]string, len(q.key))
+	order := make([]string, len(q.key))
+	for i, k := range q.key {
+		texts[i] = fmt.Sprintf("%s::text", migration.QuoteIdent(k.Name))
+		order[i] = migration.QuoteIdent(k.Name)
+	}
+	rows, err := tx.Query(ctx, fmt.Sprintf("SELECT %s FROM %s WHERE %s ORDER BY %s LIMIT %d", strings.Join(texts, ", "), q.table,
+		q.bounds(after != nil, upper != nil), strings.Join(order, ", "), n), append(q.keyArgs(after), q.keyArgs(upper)...)...)
+	if err != nil {
+		return nil, err
+	}
+	keys, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) ([]string, error) {
+		k := make([]string, len(q.key))
+		d := make([]any, len(k))
+		for i := range k {
+			d[i] = &k[i]
+		}
+		return k, r.Scan(d...)
+	})
+	if err != nil {
+		return nil, err
+	}
+	one := migration.RecomputeSQL(q.table, q.sets, q.keyTuple()+" = "+q.params(1))
+	for _, k := range keys {
+		if _, err := tx.Exec(ctx, "SAVEPOINT refit_row"); err != nil {
+			return nil, err
+		}
+		_, err := tx.Exec(ctx, one, q.keyArgs(k)...)
+		if _, rerr := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT refit_row"); rerr != nil {
+			return nil, rerr
+		}
+		if err != nil {
+			return k, nil
+		}
+	}
+	return nil, nil
 }
 
 type batchResult struct {

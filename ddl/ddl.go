@@ -61,6 +61,10 @@ type Config struct {
 	// RetryInitial is the first backoff; each retry doubles it up to RetryMax.
 	RetryInitial time.Duration `mapstructure:"retry_initial" json:"retry_initial"`
 	RetryMax     time.Duration `mapstructure:"retry_max" json:"retry_max"`
+	// SwapMaxLock bounds how long a swap (alter_column's cut-over) holds its
+	// ACCESS EXCLUSIVE lock: an attempt that would hold it longer (its
+	// drain inside the lock is slow) rolls back and is retried.
+	SwapMaxLock time.Duration `mapstructure:"swap_max_lock" json:"swap_max_lock"`
 	// RetryTotal is the total time one statement may spend retrying.
 	RetryTotal time.Duration `mapstructure:"retry_total" json:"retry_total"`
 }
@@ -75,6 +79,7 @@ func DefaultConfig() Config {
 		RetryInitial:         200 * time.Millisecond,
 		RetryMax:             10 * time.Second,
 		RetryTotal:           10 * time.Minute,
+		SwapMaxLock:          time.Second,
 	}
 }
 
@@ -95,6 +100,9 @@ func (c Config) Validate() error {
 	}
 	if c.RetryInitial <= 0 || c.RetryMax < c.RetryInitial {
 		errs = append(errs, errors.New("ddl.retry_initial must be > 0 and <= ddl.retry_max"))
+	}
+	if c.SwapMaxLock <= 0 {
+		errs = append(errs, errors.New("ddl.swap_max_lock must be > 0"))
 	}
 	if c.RetryTotal <= 0 {
 		errs = append(errs, errors.New("ddl.retry_total must be > 0"))

@@ -745,8 +745,9 @@ func TestConfigValidate(t *testing.T) {
 		{"zero retry initial", func(c *ddl.Config) { c.RetryInitial = 0 }, []string{"ddl.retry_initial"}},
 		{"retry max below initial", func(c *ddl.Config) { c.RetryMax = c.RetryInitial / 2 }, []string{"ddl.retry_initial"}},
 		{"zero retry total", func(c *ddl.Config) { c.RetryTotal = 0 }, []string{"ddl.retry_total"}},
+		{"zero swap lock bound", func(c *ddl.Config) { c.SwapMaxLock = 0 }, []string{"ddl.swap_max_lock"}},
 		{"everything wrong", func(c *ddl.Config) { *c = ddl.Config{StatementTimeout: -1} },
-			[]string{"ddl.lock_timeout must", "ddl.lock_timeout_initial", "statement timeouts", "ddl.retry_initial", "ddl.retry_total"}},
+			[]string{"ddl.lock_timeout must", "ddl.lock_timeout_initial", "statement timeouts", "ddl.retry_initial", "ddl.retry_total", "ddl.swap_max_lock"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := valid

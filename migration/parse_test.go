@@ -568,7 +568,7 @@ func TestOpError(t *testing.T) {
 
 func TestKinds(t *testing.T) {
 	want := []string{"add_check", "add_column", "add_enum_value", "add_foreign_key", "add_primary_key", "add_unique",
-		"backfill", "bulk_insert", "create_enum", "create_index", "create_table", "drop_column", "drop_constraint",
+		"alter_column", "backfill", "bulk_insert", "create_enum", "create_index", "create_table", "drop_column", "drop_constraint",
 		"drop_default", "drop_index", "drop_not_null", "drop_table", "rename_constraint", "rename_table",
 		"set_comment", "set_default", "set_not_null", "sql"}
 	if got := migration.Kinds(); !reflect.DeepEqual(got, want) {

@@ -64,8 +64,16 @@ type Step struct {
 	Requires int
 	// BreaksSync marks a contract step after which the sync cannot run (it
 	// drops what the up expressions read, or is arbitrary SQL): the stream is
-	// drained and stopped before it and never restarted after it.
+	// drained and stopped before it and never restarted after it. A Swap
+	// step drains inside its own lock instead, and stops the stream once it
+	// has committed.
 	BreaksSync bool
+	// Swap, if set, makes this contract step a swap (see swap.go): SQL is
+	// its statements, for plan and the fingerprint.
+	Swap *Swap `json:",omitempty"`
+	// Verify, if set, makes this contract step a verification that changes
+	// nothing (see swap.go): SQL is its query, for plan.
+	Verify *Verify `json:",omitempty"`
 }
 
 // ColumnSet is one "column = expression" of a backfill.

@@ -625,6 +625,13 @@ func (c *Consumer) flush(ctx context.Context, st *loopState) error {
 		if err == nil {
 			break
 		}
+		if sqlstate.Content(err) && ctx.Err() == nil {
+			// A value the application wrote does not convert (an
+			// alter_column's using, an up): name its row.
+			if t, key := c.badKey(ctx, st); key != nil {
+				return fmt.Errorf("apply dirty keys: the row of %s with key (%s) cannot be synced: %w", t.Table, strings.Join(key, ", "), err)
+			}
+		}
 		if !sqlstate.Retryable(err) || attempt >= 20 || ctx.Err() != nil {
 			return fmt.Errorf("apply dirty keys: %w", err)
 		}
@@ -683,6 +690,31 @@ func (c *Consumer) applyPending(ctx context.Context, st *loopState) error {
 		c.mu.Unlock()
 	}
 	return err
+}
+
+// badKey finds a pending key whose apply fails on its own, trying them one
+// by one in a transaction that is rolled back.
+func (c *Consumer) badKey(ctx context.Context, st *loopState) (*Target, []string) {
+	tx, err := st.apply.Begin(ctx)
+	if err != nil {
+		return nil, nil
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // always rolled back
+	for t, keys := range st.pending {
+		for _, k := range keys {
+			if _, err := tx.Exec(ctx, "SAVEPOINT refit_key"); err != nil {
+				return nil, nil
+			}
+			_, err := applyKeys(ctx, tx, map[*Target]map[string][]string{t: {"": k}})
+			if _, rerr := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT refit_key"); rerr != nil {
+				return nil, nil
+			}
+			if err != nil {
+				return t, k
+			}
+		}
+	}
+	return nil, nil
 }
 
 // applyKeys recomputes the derived columns of the given keys in tx and

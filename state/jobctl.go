@@ -40,6 +40,12 @@ func EventTx(ctx context.Context, tx pgx.Tx, id int64, actor, message string) er
 	return nil
 }
 
+// Event records an event that is not a phase change (EventTx in a
+// transaction of its own).
+func (s *Store) Event(ctx context.Context, id int64, actor, message string) error {
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return EventTx(ctx, tx, id, actor, message) })
+}
+
 // SetPlanFingerprint records the fingerprint of the plan a job starts
 // expanding with, once: it returns the fingerprint stored (an earlier one
 // if there was one).

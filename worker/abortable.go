@@ -10,16 +10,17 @@ import (
 
 // Abortable says whether a job may still be rolled back, and why not.
 // Before contract it may. A job that failed in contract may too when none
-// of its contract steps ran: no contract step is checkpointed and the first
-// one is transactional, so it did not commit either (a failed VALIDATE of a
-// new constraint is the common case: abort removes the NOT VALID
-// constraint). After any contract step there is no rollback: fix forward.
+// of its contract steps changed anything: every step checkpointed is a
+// verify step (it only reads) and the step that failed is transactional, so
+// it did not commit either (a failed VALIDATE of a new constraint, a verify
+// that found rows differing, a swap that gave up: abort removes what expand
+// built). After any other contract step there is no rollback: fix forward.
 func Abortable(job *state.Job) error {
 	if job.Phase.Abortable() && (job.ResumePhase == nil || job.ResumePhase.Abortable()) {
 		return nil
 	}
 	refuse := fmt.Errorf("job %d (%s) is %s: contract has started, so it cannot be rolled back; fix forward with a new migration", job.ID, job.Name, job.Phase)
-	if job.Phase != state.PhaseFailed || job.ResumePhase == nil || *job.ResumePhase != state.PhaseContracting || job.ContractStep != 0 {
+	if job.Phase != state.PhaseFailed || job.ResumePhase == nil || *job.ResumePhase != state.PhaseContracting {
 		return refuse
 	}
 	m, err := migration.Parse(job.File, job.Source)
@@ -30,8 +31,15 @@ func Abortable(job *state.Job) error {
 	if err := json.Unmarshal(job.Facts, &facts); err != nil {
 		return fmt.Errorf("job %d: stored facts: %w", job.ID, err)
 	}
-	if plan := migration.BuildPlan(m, &facts); len(plan.Contract) > 0 && !plan.Contract[0].Transactional {
-		return refuse // a non-transactional first step may have run without its checkpoint
+	plan := migration.BuildPlan(m, &facts)
+	// The steps that ran must have changed nothing (verify steps read only).
+	for _, s := range plan.Contract[:min(job.ContractStep, len(plan.Contract))] {
+		if s.Verify == nil {
+			return refuse
+		}
+	}
+	if next := job.ContractStep; next < len(plan.Contract) && !plan.Contract[next].Transactional && plan.Contract[next].Verify == nil {
+		return refuse // a non-transactional step may have run without its checkpoint
 	}
 	return nil
 }

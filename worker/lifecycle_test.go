@@ -187,13 +187,14 @@ func runLifecycle(t *testing.T, tc lifecycleCase) {
 	t.Logf("application wrote %d transactions during backfill and window, 0 errors", writes)
 }
 
+// condition evaluates a one-boolean query; NULL counts as false.
 func condition(t *testing.T, pool *pgxpool.Pool, sql string) bool {
 	t.Helper()
-	var ok bool
+	var ok *bool
 	if err := pool.QueryRow(context.Background(), sql).Scan(&ok); err != nil {
 		t.Fatalf("%s: %v", sql, err)
 	}
-	return ok
+	return ok != nil && *ok
 }
 
 func checkCondition(t *testing.T, pool *pgxpool.Pool, when, sql string) {

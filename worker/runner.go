@@ -89,6 +89,12 @@ type Runner struct {
 	// drained to a sentinel, before the first contract step.
 	OnDrained func(job *state.Job)
 
+	// OnSwapLocked, if set, is called inside a swap's transaction once the
+	// lock is held and the stream drained, before the swap's statements;
+	// OnSwapped after it committed (tests interrupt a run there).
+	OnSwapLocked func(job *state.Job)
+	OnSwapped    func(job *state.Job)
+
 	// QuietPeriod is, for contract mode auto, how long no application write
 	// may have needed syncing before the gate opens by itself.
 	QuietPeriod time.Duration
@@ -658,6 +664,24 @@ func (r *Runner) contract(ctx context.Context, log *zap.Logger, job *state.Job, 
 	}
 	for i := job.ContractStep; i < len(plan.Contract); i++ {
 		s := plan.Contract[i]
+		switch {
+		case s.Verify != nil:
+			log.Info("running step", zap.String("stage", string(state.ContractStep)), zap.Int("step", i+1), zap.Int("of", len(plan.Contract)), zap.String("verify", s.SQL))
+			if err := r.verify(ctx, log, job, s, i+1); err != nil {
+				return false, r.stepError(ctx, s, err)
+			}
+			continue
+		case s.Swap != nil:
+			log.Info("running step", zap.String("stage", string(state.ContractStep)), zap.Int("step", i+1), zap.Int("of", len(plan.Contract)), zap.String("swap", s.SQL))
+			if err := r.swap(ctx, log, job, s, i+1); err != nil {
+				return false, r.stepError(ctx, s, err)
+			}
+			// The stream ends with the swap: it derived the shadow, which
+			// the application now writes itself.
+			r.sync.stop()
+			r.sync = nil
+			continue
+		}
 		if s.BreaksSync && r.sync != nil {
 			if err := r.sync.consumer.Drain(ctx); err != nil {
 				return false, err
