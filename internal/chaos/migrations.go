@@ -33,11 +33,22 @@ const (
 	tplCheck                    // add_check + add_column with up (nullable)
 	tplVolatile                 // add_column NOT NULL with a volatile default + add_column NOT NULL with up
 	tplPlain                    // create_index + drop_column: no backfill, no sync
+	tplAlter                    // alter_column of name (text ↔ varchar(200)): shadow, index rebuilt, swap
 	numTemplates
 )
 
 func (t template) String() string {
-	return [...]string{"upper", "check", "volatile", "plain"}[t]
+	return [...]string{"upper", "check", "volatile", "plain", "alter"}[t]
+}
+
+// nameIndex is an index over the column tplAlter changes: rebuilt on the
+// shadow and swapped into place under its name each time.
+const nameIndex = "items_name_idx"
+
+// altered is a column a migration changes the type of.
+type altered struct {
+	column string
+	typ    string // as format_type prints it
 }
 
 // migration is one migration of the sequence.
@@ -54,6 +65,7 @@ type migration struct {
 	indexes  []string // created, must be valid
 	checks   []string // added, must be validated
 	dropped  []string // columns dropped at contract
+	altered  []altered
 	audits   []string // rows its sql steps insert into the audit table: each exactly once
 
 	// abortFirst: an attempt of this migration is aborted on purpose in its
@@ -108,6 +120,15 @@ func newMigration(seq, c int, tpl template, e entry) *migration {
 		m.indexes = []string{idx}
 		m.dropped = []string{drop}
 		m.indexBuild, m.contractDDL = true, true
+	case tplAlter:
+		typ, shown := "varchar(200)", "character varying(200)"
+		if c%2 == 0 {
+			typ, shown = "text", "text"
+		}
+		ops = append(ops, fmt.Sprintf("  - alter_column: {table: %s, column: name, type: %q}", table, typ))
+		m.altered = []altered{{column: "name", typ: shown}}
+		m.indexes = []string{nameIndex}
+		m.expandDDL, m.rows, m.sync, m.indexBuild, m.contractDDL = true, true, true, true, true
 	}
 	settings := ""
 	if m.rows && seq%2 == 0 {

@@ -53,6 +53,18 @@ func (h *harness) verify(ctx context.Context, m *migration) error {
 			}
 		}
 	}
+	for _, a := range m.altered {
+		var typ string
+		var leftover int
+		if err := h.ctl.QueryRow(ctx, fmt.Sprintf(`SELECT format_type(atttypid, atttypmod),
+			(SELECT count(*) FROM pg_attribute WHERE attrelid = '%s'::regclass AND attname LIKE 'refit\_%%' AND NOT attisdropped)
+			FROM pg_attribute WHERE attrelid = '%s'::regclass AND attname = $1`, table, table), a.column).Scan(&typ, &leftover); err != nil {
+			return fmt.Errorf("check the type of %s: %w", a.column, err)
+		}
+		if typ != a.typ || leftover > 0 {
+			return fmt.Errorf("column %s is %s (want %s), %d refit_ columns left", a.column, typ, a.typ, leftover)
+		}
+	}
 	for _, idx := range m.indexes {
 		var valid bool
 		err := h.ctl.QueryRow(ctx, "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass($1)", idx).Scan(&valid)

@@ -263,7 +263,10 @@ func (w *writer) choose(g int, rng *rand.Rand, sh *shape) *op {
 	}
 	o.after = &rowState{name: name, qty: qty}
 	args := []any{o.id, name, qty}
-	cols, vals, sets := []string{"id", "name", "qty"}, []string{"$1", "$2", "$3"}, []string{"name = $2", "qty = $3"}
+	// Typed parameters, as drivers and ORMs send them: an untyped $2 used
+	// both as name and as $2::text in a derived column would be deduced two
+	// ways once alter_column makes name varchar (42P08).
+	cols, vals, sets := []string{"id", "name", "qty"}, []string{"$1", "$2::text", "$3::int"}, []string{"name = $2::text", "qty = $3::int"}
 	for _, d := range sh.derived {
 		cols, vals = append(cols, pgx.Identifier{d.column}.Sanitize()), append(vals, d.app)
 		sets = append(sets, pgx.Identifier{d.column}.Sanitize()+" = "+d.app)
@@ -392,7 +395,10 @@ func (w *writer) resolve(ctx context.Context, o *op) (bool, error) {
 	for attempt := 1; ; attempt++ {
 		var name string
 		var qty int
-		err := w.pool.QueryRow(ctx, "SELECT name, qty FROM "+table+" WHERE id = $1", o.id).Scan(&name, &qty)
+		// The harness's own read, not the application's traffic: not a
+		// prepared statement, whose cached result type an alter_column of
+		// name changes (docs/migrations.md, alter_column).
+		err := w.pool.QueryRow(ctx, "SELECT name, qty FROM "+table+" WHERE id = $1", pgx.QueryExecModeExec, o.id).Scan(&name, &qty)
 		var got *rowState
 		switch {
 		case errors.Is(err, pgx.ErrNoRows):
