@@ -272,7 +272,8 @@ func sequence(faults int) []*migration {
 	out := make([]*migration, n)
 	for i := range out {
 		c := i/int(numTemplates) + 1
-		out[i] = newMigration(i+1, c, template(i%int(numTemplates)), entry((i+c)%2))
+		k := i % int(numTemplates)
+		out[i] = newMigration(i+1, c, template(k), entry((k+c)%2))
 	}
 	return out
 }
