@@ -58,6 +58,9 @@ type benchResult struct {
 	Parallel2Ratio     float64            `json:"backfill_parallelism2_vs_single_update"`
 	Parallel2Throttled map[string]float64 `json:"backfill_parallelism2_throttled_s"`
 	PeakRSSMiB         float64            `json:"peak_rss_mib"`
+	// PeakRSSCumulative is set when, in a --versions run, the peak RSS
+	// could not be reset between versions: it then includes theirs.
+	PeakRSSCumulative bool `json:"peak_rss_includes_earlier_versions,omitempty"`
 	// Peer is the same migration done by another tool (--peer) in the same
 	// run, on an identical table in its own database of the same cluster.
 	Peer *peerResult `json:"peer,omitempty"`
@@ -68,6 +71,9 @@ type benchOptions struct {
 	rows, rate       int
 	baseline, window time.Duration
 	peer             *peerSpec // nil: refit alone
+	// rssSinceReset takes the peak RSS from VmHWM, which --versions resets
+	// before each version, instead of getrusage, which it cannot reset.
+	rssSinceReset bool
 }
 
 type latency struct {
@@ -400,7 +406,11 @@ operations:
 	res.Parallel2Throttled, _ = seconds(pr.Held())
 	pmu.Unlock()
 	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err == nil {
+	if o.rssSinceReset {
+		if kib, ok := readVmHWM("/proc/self/status"); ok {
+			res.PeakRSSMiB = float64(kib) / 1024
+		}
+	} else if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err == nil {
 		res.PeakRSSMiB = float64(ru.Maxrss) / 1024 // Linux reports KiB
 	}
 	if o.peer != nil {
