@@ -98,7 +98,7 @@ func newRoot(a *app) *cobra.Command {
 	a.flags = pf
 	root.AddCommand(newPlanCmd(a), newRunCmd(a), newSubmitCmd(a), newWorkerCmd(a), newStatusCmd(a),
 		newPauseCmd(a), newResumeCmd(a), newAbortCmd(a), newCompleteCmd(a), newRetryCmd(a), newSetCmd(a),
-		newDemoCmd(a), newBenchCmd(a))
+		newVerifyCmd(a), newDemoCmd(a), newBenchCmd(a))
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	return root
 }
