@@ -149,14 +149,34 @@ type benchWriter struct {
 	wg     sync.WaitGroup
 	mu     sync.Mutex
 	lat    []time.Duration
-	worst  time.Time // when the slowest recorded transaction started
+	at     []time.Time // when each recorded transaction started
+	worst  time.Time   // when the slowest recorded transaction started
 	worstD time.Duration
 	from   time.Time
 	err    error
 	seq    atomic.Int64
 }
 
+// benchStmt is one kind of transaction of a benchWriter: its statement
+// and its arguments from a random existing id and a new one.
+type benchStmt struct {
+	sql  string
+	args func(id, next int64) []any
+}
+
 func startBenchWriter(b *testing.B, dsn string, rows int64, rate int) *benchWriter {
+	// Each transaction's statement and arguments, from a random existing
+	// item and a new id; every one keeps the constraints the benchmark adds.
+	return startBenchWriterWith(b, dsn, rows, rate, []benchStmt{
+		{"UPDATE items SET price = price + 1 WHERE id = $1", func(id, _ int64) []any { return []any{id} }},
+		{"INSERT INTO items (id, sku, price) VALUES ($1, $2, 1)", func(_, next int64) []any { return []any{next, fmt.Sprintf("new-%d", next)} }},
+		{"INSERT INTO item_events (id, item_id, kind) VALUES ($1, $2, 'new')", func(id, next int64) []any { return []any{next, id} }},
+		{"UPDATE item_events SET kind = 'u' WHERE id = $1", func(id, _ int64) []any { return []any{id} }},
+	})
+}
+
+// startBenchWriterWith starts a benchWriter running stmts in turn.
+func startBenchWriterWith(b *testing.B, dsn string, rows int64, rate int, stmts []benchStmt) *benchWriter {
 	b.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	pc, err := pgxpool.ParseConfig(dsn)
@@ -171,17 +191,6 @@ func startBenchWriter(b *testing.B, dsn string, rows int64, rate int) *benchWrit
 		b.Fatal(err)
 	}
 	w := &benchWriter{cancel: cancel}
-	// Each transaction's statement and arguments, from a random existing
-	// item and a new id; every one keeps the constraints the benchmark adds.
-	stmts := []struct {
-		sql  string
-		args func(id, next int64) []any
-	}{
-		{"UPDATE items SET price = price + 1 WHERE id = $1", func(id, _ int64) []any { return []any{id} }},
-		{"INSERT INTO items (id, sku, price) VALUES ($1, $2, 1)", func(_, next int64) []any { return []any{next, fmt.Sprintf("new-%d", next)} }},
-		{"INSERT INTO item_events (id, item_id, kind) VALUES ($1, $2, 'new')", func(id, next int64) []any { return []any{next, id} }},
-		{"UPDATE item_events SET kind = 'u' WHERE id = $1", func(id, _ int64) []any { return []any{id} }},
-	}
 	w.wg.Add(1)
 	go func() {
 		defer w.wg.Done()
@@ -217,6 +226,7 @@ func startBenchWriter(b *testing.B, dsn string, rows int64, rate int) *benchWrit
 						w.worst, w.worstD = start, d
 					}
 					w.lat = append(w.lat, d)
+					w.at = append(w.at, start)
 				}
 			}()
 		}
