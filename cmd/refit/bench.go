@@ -61,6 +61,10 @@ type benchResult struct {
 	// PeakRSSCumulative is set when, in a --versions run, the peak RSS
 	// could not be reset between versions: it then includes theirs.
 	PeakRSSCumulative bool `json:"peak_rss_includes_earlier_versions,omitempty"`
+	// WriterErrors counts the writer's failed writes during the migration
+	// (omitted when none, as before it was recorded).
+	WriterErrors  int64  `json:"writer_errors,omitempty"`
+	WriterLastErr string `json:"writer_last_error,omitempty"`
 	// Peer is the same migration done by another tool (--peer) in the same
 	// run, on an identical table in its own database of the same cluster.
 	Peer *peerResult `json:"peer,omitempty"`
@@ -337,7 +341,12 @@ func (a *app) bench(ctx context.Context, o benchOptions) (res benchResult, err e
 		res.UnthrottledRowsS = float64(rows) / free
 		res.UnthrottledRatio = res.UnthrottledRowsS / res.SingleUpdateRowsS
 	}
-	res.During = latencyOf(w.Stats())
+	ws := w.Stats()
+	res.During = latencyOf(ws)
+	res.WriterErrors = ws.Errors
+	if ws.LastErr != nil {
+		res.WriterLastErr = ws.LastErr.Error()
+	}
 	if windowMark >= 0 {
 		end := w.Mark()
 		res.DuringBackfill = latencyOf(w.StatsRange(0, windowMark))

@@ -142,7 +142,7 @@ func TestBenchRenderPeer(t *testing.T) {
 		"| backfill, writer running (single UPDATE 250000 rows/s) | 5.00 s (200000 rows/s, 0.80× single UPDATE) | 40.00 s (25000 rows/s, 0.10× single UPDATE; sampled batches) |",
 		"| refit's backfill rate over pgroll's | 8.00× | |",
 		"| writer, in the window | p50 0.45 ms · p99 1.10 ms · max 4.00 ms (n=2500) (p99 1.10× baseline) | p50 0.70 ms · p99 2.40 ms · max 11.00 ms (n=2500) (p99 2.00× baseline) |",
-		"| writer errors during the migration | | 3 (last: check constraint) |",
+		"| writer errors during the migration | 0 | 3 (last: check constraint) |",
 		"| longest wait of any session on the tool's locks (sampled every 10 ms) | 40.0 ms (lock_timeout 1000 ms) | 250.0 ms (lock_timeout 500 ms) |",
 		"| peak RSS | 21.0 MiB (bench process: refit + writer + sampler) | 31.5 MiB (highest of its processes) |",
 		"| rows with wrong new columns after complete | | 0 of 1020000 |",

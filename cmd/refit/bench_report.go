@@ -29,7 +29,7 @@ func printPeer(w io.Writer, r benchResult) {
 	fmt.Fprintf(w, "| writer, during the backfill | %s | %s |\n", latencyText(r.DuringBackfill), latencyText(p.DuringBackfill))
 	fmt.Fprintf(w, "| writer, in the window | %s (p99 %.2f× baseline) | %s (p99 %.2f× baseline) |\n",
 		latencyText(r.DuringWindow), ratio(r.DuringWindow.P99ms, r.Baseline.P99ms), latencyText(p.DuringWindow), ratio(p.DuringWindow.P99ms, p.Baseline.P99ms))
-	fmt.Fprintf(w, "| writer errors during the migration | | %d%s |\n", p.WriterErrors, lastErrText(p.WriterLastErr))
+	fmt.Fprintf(w, "| writer errors during the migration | %d%s | %d%s |\n", r.WriterErrors, lastErrText(r.WriterLastErr), p.WriterErrors, lastErrText(p.WriterLastErr))
 	fmt.Fprintf(w, "| sync lag, commit → new columns applied | p50 %.1f ms · p99 %.1f ms · max %.1f ms | — (triggers, in the writer's transaction) |\n",
 		r.SyncLag.P50ms, r.SyncLag.P99ms, r.SyncLag.MaxMS)
 	fmt.Fprintf(w, "| longest wait of any session on the tool's locks (sampled every 10 ms) | %.1f ms (lock_timeout %.0f ms) | %.1f ms (lock_timeout %.0f ms) |\n",
