@@ -75,9 +75,6 @@ type benchOptions struct {
 	rows, rate       int
 	baseline, window time.Duration
 	peer             *peerSpec // nil: refit alone
-	// rssSinceReset takes the peak RSS from VmHWM, which --versions resets
-	// before each version, instead of getrusage, which it cannot reset.
-	rssSinceReset bool
 }
 
 type latency struct {
@@ -414,11 +411,12 @@ operations:
 	res.Parallel2Ratio = res.Parallel2RowsS / res.SingleUpdateRowsS
 	res.Parallel2Throttled, _ = seconds(pr.Held())
 	pmu.Unlock()
+	// The peak RSS is the address space's high-water mark (VmHWM), not
+	// getrusage's maxrss: a process exec'ed by a vfork-ing parent (`go run`)
+	// inherits in maxrss the parent's peak (the go command's, ~40 MiB).
 	var ru syscall.Rusage
-	if o.rssSinceReset {
-		if kib, ok := readVmHWM("/proc/self/status"); ok {
-			res.PeakRSSMiB = float64(kib) / 1024
-		}
+	if kib, ok := readVmHWM("/proc/self/status"); ok {
+		res.PeakRSSMiB = float64(kib) / 1024
 	} else if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err == nil {
 		res.PeakRSSMiB = float64(ru.Maxrss) / 1024 // Linux reports KiB
 	}

@@ -145,15 +145,13 @@ func (a *app) benchVersions(ctx context.Context, o benchOptions, script string, 
 		if err := os.Setenv("REFIT_PG_BIN", dirs[m]); err != nil {
 			return results, err
 		}
-		// The process's peak RSS is that of its whole life: reset it so
-		// that each version's figure is its own. Writing 5 to clear_refs
-		// resets VmHWM (Linux); getrusage's maxrss also keeps the peak of
-		// exited threads, which nothing resets, so VmHWM is read instead.
+		// The process's peak RSS (VmHWM) is that of its whole life: reset
+		// it so that each version's figure is its own (Linux: writing 5 to
+		// clear_refs resets VmHWM to the current RSS).
 		resetErr := os.WriteFile("/proc/self/clear_refs", []byte("5"), 0)
 		if resetErr != nil && len(results) > 0 {
 			fmt.Fprintf(a.errOut, "bench: cannot reset the peak RSS (%v): refit's figure includes the earlier versions'\n", resetErr)
 		}
-		o.rssSinceReset = resetErr == nil
 		res, err := a.bench(ctx, o)
 		if err != nil {
 			return results, fmt.Errorf("bench on PostgreSQL %d: %w", m, err)
