@@ -22,19 +22,7 @@ import (
 // moving it back) and counted its rows twice.
 func TestAdvanceRangeTxMovesOnce(t *testing.T) {
 	ctx := context.Background()
-	pool, err := pgxpool.New(ctx, pgtest.NewDB(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-	store, err := state.Open(ctx, pool)
-	if err != nil {
-		t.Fatal(err)
-	}
-	job, err := store.CreateJob(ctx, state.NewJob{Name: "ranges", Checksum: "c", File: "r.yaml", Source: []byte("name: ranges"), ContractMode: "now", Actor: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	pool, store, job := newJob(t, "ranges")
 	if err := store.CreateRanges(ctx, job.ID, []state.Range{{Table: "public.t", ID: 0}}); err != nil {
 		t.Fatal(err)
 	}
@@ -70,4 +58,24 @@ func TestAdvanceRangeTxMovesOnce(t *testing.T) {
 	if !r.Done || !slices.Equal(r.After, []string{"20"}) || r.RowsDone != 30 || r.RowsUpdated != 15 || r.Batches != 3 {
 		t.Fatalf("range after three batches (and three refused): %+v, want done after 20 with 30 rows, 15 updated, 3 batches", r)
 	}
+}
+
+// newJob opens a store on a fresh database and creates a job named name.
+func newJob(t *testing.T, name string) (*pgxpool.Pool, *state.Store, *state.Job) {
+	t.Helper()
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, pgtest.NewDB(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	store, err := state.Open(ctx, pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	job, err := store.CreateJob(ctx, state.NewJob{Name: name, Checksum: "c", File: name + ".yaml", Source: []byte("name: " + name), ContractMode: "now", Actor: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pool, store, job
 }

@@ -7,9 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/refit-dev/refit/internal/pgtest"
 	"github.com/refit-dev/refit/state"
 )
 
@@ -22,19 +20,7 @@ import (
 // and the other worker replica took the job over).
 func TestSetStepTxOnce(t *testing.T) {
 	ctx := context.Background()
-	pool, err := pgxpool.New(ctx, pgtest.NewDB(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-	store, err := state.Open(ctx, pool)
-	if err != nil {
-		t.Fatal(err)
-	}
-	job, err := store.CreateJob(ctx, state.NewJob{Name: "once", Checksum: "c", File: "once.yaml", Source: []byte("name: once"), ContractMode: "now", Actor: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	pool, store, job := newJob(t, "once")
 	if _, err := pool.Exec(ctx, "CREATE TABLE ran (step int)"); err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +42,7 @@ func TestSetStepTxOnce(t *testing.T) {
 	if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return step(ctx, tx, 1) }); err != nil {
 		t.Fatal(err)
 	}
-	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return step(ctx, tx, 1) })
+	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return step(ctx, tx, 1) })
 	if !errors.Is(err, state.ErrPhaseChanged) {
 		t.Fatalf("step 1 again: %v, want ErrPhaseChanged", err)
 	}

@@ -10,15 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap"
-
-	"github.com/refit-dev/refit/backfill"
-	"github.com/refit-dev/refit/ddl"
 	"github.com/refit-dev/refit/internal/pgtest"
 	"github.com/refit-dev/refit/migration"
-	"github.com/refit-dev/refit/replication"
 	"github.com/refit-dev/refit/state"
-	"github.com/refit-dev/refit/throttle"
 	"github.com/refit-dev/refit/worker"
 )
 
@@ -77,14 +71,8 @@ func BenchmarkAlterColumnSwap(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		store, err := state.Open(ctx, pool)
-		if err != nil {
-			b.Fatal(err)
-		}
-		log := zap.NewNop()
-		r := &worker.Runner{Pool: pool, Store: store, DDL: ddl.New(pool, ddl.DefaultConfig(), log), Backfill: backfill.DefaultConfig(),
-			Replication: replication.DefaultConfig(), Throttle: throttle.DefaultConfig(), Log: log, Actor: "bench",
-			GatePoll: 100 * time.Millisecond}
+		r := benchRunner(b, pool)
+		store := r.Store
 		var swapAt time.Time
 		var swapMu sync.Mutex
 		r.OnSwapped = func(*state.Job) {
@@ -102,18 +90,7 @@ func BenchmarkAlterColumnSwap(b *testing.B) {
 		time.Sleep(2 * time.Second)
 		app.mark()
 
-		b.StartTimer()
-		start := time.Now()
-		sub, err := worker.Submit(ctx, pool, m, migration.ContractNow, "bench")
-		if err != nil {
-			b.Fatal(err)
-		}
-		out, err := r.Run(ctx, sub.Job.ID)
-		if err != nil || out != worker.OutcomeCompleted {
-			b.Fatalf("migration: %v %v", out, err)
-		}
-		elapsed := time.Since(start)
-		b.StopTimer()
+		jobID, elapsed := runBenchMigration(b, r, m)
 
 		time.Sleep(500 * time.Millisecond)
 		lat, _, appErr := app.stop()
@@ -121,7 +98,7 @@ func BenchmarkAlterColumnSwap(b *testing.B) {
 		if appErr != nil {
 			b.Fatalf("the application saw an error: %v", appErr)
 		}
-		events, err := store.Events(ctx, sub.Job.ID)
+		events, err := store.Events(ctx, jobID)
 		if err != nil {
 			b.Fatal(err)
 		}
