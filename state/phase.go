@@ -1,6 +1,10 @@
 package state
 
-import "fmt"
+import (
+	"errors"
+	"fmt"
+	"slices"
+)
 
 // Phase is where a job is in its life. The order of the constants is the
 // order a job moves through them; Paused, Failed, Aborting and Aborted are
@@ -50,6 +54,32 @@ func ParsePhase(s string) (Phase, error) {
 	}
 	return 0, fmt.Errorf("unknown phase %q", s)
 }
+
+// transitions is every phase change a job may make, in one place: the
+// forward path (pending → expanding → backfilling → syncing → contracting →
+// completed), a backfill again when the slot was lost (syncing or
+// contracting → backfilling), pause and failure from any live phase,
+// resume and retry back to the phase a job was paused or failed in (or to
+// aborting), and abort before contract (aborting → aborted). A job in
+// contracting is not aborted (fix forward); one that failed there may be,
+// when no contract step changed anything (worker.Abortable). Completed and
+// aborted are final.
+var transitions = map[Phase][]Phase{
+	PhasePending:     {PhaseExpanding, PhasePaused, PhaseFailed, PhaseAborting},
+	PhaseExpanding:   {PhaseBackfilling, PhasePaused, PhaseFailed, PhaseAborting},
+	PhaseBackfilling: {PhaseSyncing, PhasePaused, PhaseFailed, PhaseAborting},
+	PhaseSyncing:     {PhaseContracting, PhaseBackfilling, PhasePaused, PhaseFailed, PhaseAborting},
+	PhaseContracting: {PhaseCompleted, PhaseBackfilling, PhasePaused, PhaseFailed},
+	PhasePaused:      {PhasePending, PhaseExpanding, PhaseBackfilling, PhaseSyncing, PhaseContracting, PhaseAborting, PhaseFailed},
+	PhaseFailed:      {PhasePending, PhaseExpanding, PhaseBackfilling, PhaseSyncing, PhaseContracting, PhaseAborting},
+	PhaseAborting:    {PhaseAborted, PhasePaused, PhaseFailed},
+}
+
+// ErrTransition means a phase change that no job makes (see transitions).
+var ErrTransition = errors.New("a job does not change phase that way")
+
+// CanTransition reports whether a job may go from one phase to another.
+func CanTransition(from, to Phase) bool { return slices.Contains(transitions[from], to) }
 
 // Terminal reports whether the job will never run again.
 func (p Phase) Terminal() bool { return p == PhaseCompleted || p == PhaseAborted }

@@ -322,6 +322,9 @@ func (s *Store) Transition(ctx context.Context, id int64, from, to Phase, actor,
 
 // TransitionTx is Transition inside the caller's transaction.
 func TransitionTx(ctx context.Context, tx pgx.Tx, id int64, from, to Phase, actor, message string) error {
+	if !CanTransition(from, to) {
+		return fmt.Errorf("transition job %d %s → %s: %w", id, from, to, ErrTransition)
+	}
 	var resume any
 	if to == PhasePaused || to == PhaseFailed {
 		resume = from.String()
