@@ -292,6 +292,7 @@ func (b *Backfiller) runRange(ctx context.Context, q *queries, r state.Range, to
 	if after == nil {
 		after = r.Lower
 	}
+	moved := 0
 	cfg := b.cfg
 	ctl := NewController(cfg.BatchSize, cfg.MinBatchSize, cfg.MaxBatchSize, cfg.TargetBatchTime)
 	for {
@@ -342,6 +343,29 @@ func (b *Backfiller) runRange(ctx context.Context, q *queries, r state.Range, to
 				return err
 			}
 		}
+		if errors.Is(err, state.ErrRangeMoved) && moved < maxRangeMoves && ctx.Err() == nil {
+			// The checkpoint moved under this batch (it rolled back): most
+			// often the last batch of an interrupted run of this job, whose
+			// COMMIT the server finished after its client had gone. Go on
+			// from where the range is now. A live process running the job
+			// beside this one (a lost claim) is stopped by the claim
+			// watchdog; the bound ends a tug of war meanwhile.
+			moved++
+			cur, rerr := b.reloadRange(ctx, r)
+			if rerr != nil {
+				return rerr
+			}
+			b.log.Warn("backfill range checkpoint moved; going on from it", zap.String("table", r.Table), zap.Int("range", r.ID),
+				zap.Strings("after", cur.After), zap.Bool("done", cur.Done))
+			if cur.Done {
+				return nil
+			}
+			after, stored = cur.After, cur.After
+			if after == nil {
+				after = r.Lower
+			}
+			continue
+		}
 		if err != nil {
 			if sqlstate.Content(err) && ctx.Err() == nil {
 				// A value that does not convert (an alter_column's using, an
@@ -376,6 +400,24 @@ func (b *Backfiller) runRange(ctx context.Context, q *queries, r state.Range, to
 			}
 		}
 	}
+}
+
+// maxRangeMoves bounds how often one range goes on from a checkpoint moved
+// under it (see runRange).
+const maxRangeMoves = 10
+
+// reloadRange reads range r's checkpoint as stored.
+func (b *Backfiller) reloadRange(ctx context.Context, r state.Range) (state.Range, error) {
+	ranges, err := b.store.Ranges(ctx, b.jobID, r.Table)
+	if err != nil {
+		return state.Range{}, fmt.Errorf("reload backfill range %d of %s: %w", r.ID, r.Table, err)
+	}
+	for _, cur := range ranges {
+		if cur.ID == r.ID {
+			return cur, nil
+		}
+	}
+	return state.Range{}, fmt.Errorf("backfill range %d of %s is gone", r.ID, r.Table)
 }
 
 // badRow finds the first row of a failed batch (up to n keys after after)
