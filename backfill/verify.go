@@ -94,6 +94,15 @@ func Verify(ctx context.Context, pool *pgxpool.Pool, t migration.TableName, key 
 	}
 }
 
+// SampleKeys renders the first n keys as "(a, b) (c, d)", for messages.
+func SampleKeys(keys [][]string, n int) string {
+	out := make([]string, 0, n)
+	for _, k := range keys[:min(n, len(keys))] {
+		out = append(out, "("+strings.Join(k, ", ")+")")
+	}
+	return strings.Join(out, " ")
+}
+
 // Recheck returns the keys among keys whose column still differs from its
 // expression.
 func Recheck(ctx context.Context, pool *pgxpool.Pool, t migration.TableName, key []migration.KeyColumn, column, expr string, keys [][]string) ([][]string, error) {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -45,12 +44,8 @@ func (r *Runner) verify(ctx context.Context, log *zap.Logger, job *state.Job, s 
 	log.Info("verified", zap.String("table", v.Table.String()), zap.String("column", v.Column),
 		zap.Int64("differed", m.Rows), zap.Int("still_differ", len(keys)), zap.Duration("took", time.Since(start)))
 	if len(keys) > 0 || (m.Rows > int64(len(m.Keys)) && r.sync == nil) {
-		sample := make([]string, 0, 5)
-		for _, k := range keys[:min(5, len(keys))] {
-			sample = append(sample, "("+strings.Join(k, ", ")+")")
-		}
 		return fmt.Errorf("verify: %d row(s) of %s whose %s differs from %s after a drain, e.g. keys %s: the swap does not start (is something writing %s directly?)",
-			len(keys), v.Table, v.Column, v.Expr, strings.Join(sample, " "), v.Column)
+			len(keys), v.Table, v.Column, v.Expr, backfill.SampleKeys(keys, 5), v.Column)
 	}
 	return pgx.BeginFunc(ctx, r.Pool, func(tx pgx.Tx) error {
 		return state.SetStepTx(ctx, tx, job.ID, state.ContractStep, n)

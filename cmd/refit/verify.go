@@ -81,11 +81,7 @@ with a known mismatch. JOB is a job id or a migration name.`,
 					fmt.Fprintf(a.out, "%s.%s = %s: %d rows differed, %d still differ after %s (%s)\n",
 						v.Table, v.Column, v.Expr, mm.Rows, len(keys), settle, time.Since(start).Round(time.Millisecond))
 					if len(keys) > 0 {
-						sample := make([]string, 0, 5)
-						for _, k := range keys[:min(5, len(keys))] {
-							sample = append(sample, "("+strings.Join(k, ", ")+")")
-						}
-						failed = append(failed, fmt.Sprintf("%s.%s: %d rows differ, e.g. keys %s", v.Table, v.Column, len(keys), strings.Join(sample, " ")))
+						failed = append(failed, fmt.Sprintf("%s.%s: %d rows differ, e.g. keys %s", v.Table, v.Column, len(keys), backfill.SampleKeys(keys, 5)))
 					}
 				}
 				if len(failed) > 0 {
