@@ -860,7 +860,9 @@ func TestConsumerApplies(t *testing.T) {
 	// Every write was waited for, so no two transactions shared an apply:
 	// the counts are exact. The consumer's own apply transactions come back
 	// in the stream tagged with its origin; they are skipped, not applied
-	// again (no feedback loop).
+	// again (no feedback loop). The consumer counts an apply once it has
+	// committed, so the rows can be right a moment before the counters.
+	waitFor(t, 2*time.Second, "the bulk apply counted", func() bool { return c.Stats().TxApplied >= 41 })
 	st := c.Stats()
 	if st.KeysApplied != 40+520 || st.TxApplied != 41 {
 		t.Fatalf("stats: keys %d tx %d, want 560 and 41", st.KeysApplied, st.TxApplied)
